@@ -1,0 +1,27 @@
+# `make demo` and `make test` each build .venv from scratch if it is missing.
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/slimfg demo
+
+test: $(STAMP)
+	$(BIN)/ruff check slimfg tests benchmarks scripts
+	$(BIN)/ruff format --check slimfg tests benchmarks scripts
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check --fix slimfg tests benchmarks scripts
+	$(BIN)/ruff format slimfg tests benchmarks scripts
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

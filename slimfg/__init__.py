@@ -1,0 +1,3 @@
+"""slimfg: per-filter attention transfer, attention-guided pruning and export for CNNs."""
+
+__version__ = "0.1.0"

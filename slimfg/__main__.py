@@ -1,0 +1,3 @@
+from slimfg.cli import main
+
+main()

@@ -1,0 +1,88 @@
+"""Per-filter attention (arXiv 1906.04950): a learnable scale on every conv kernel.
+
+`attach` registers W_eff = W * a on every Conv2d through torch.nn.utils.parametrize, so
+the module classes stay untouched; `fold` bakes a into W and leaves a plain network;
+`scores` reads the per-output-channel ranking the rest of slimfg consumes.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+MODES = ("out", "full")
+
+
+class FilterAttention(nn.Module):
+    """W -> W * a. `out`: a is (C_out,1,1,1); `full`: (C_out, C_in/groups, 1, 1)."""
+
+    def __init__(self, weight: torch.Tensor, mode: str, init: float) -> None:
+        super().__init__()
+        shape = (weight.shape[0], 1, 1, 1) if mode == "out" else (*weight.shape[:2], 1, 1)
+        self.mode = mode
+        self.attention = nn.Parameter(torch.full(shape, float(init), dtype=weight.dtype))
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight * self.attention
+
+
+def convs(model: nn.Module) -> dict[str, nn.Conv2d]:
+    """Every Conv2d (stem, depthwise, pointwise, downsample), by qualified name."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+
+
+def attach(model: nn.Module, mode: str = "out", init: float = 1.0) -> nn.Module:
+    """Give every Conv2d a learnable attention scale; init 1.0 leaves outputs unchanged."""
+    if mode not in MODES:
+        raise ValueError(f"attention mode must be one of {MODES}, got {mode!r}")
+    for conv in convs(model).values():
+        if not parametrize.is_parametrized(conv, "weight"):
+            parametrize.register_parametrization(conv, "weight", FilterAttention(conv.weight, mode, init))
+    return model
+
+
+def modules(model: nn.Module) -> dict[str, FilterAttention]:
+    """The attached FilterAttention modules, keyed by the name of their conv."""
+    found = {}
+    for name, conv in convs(model).items():
+        if parametrize.is_parametrized(conv, "weight"):
+            for p in conv.parametrizations.weight:
+                if isinstance(p, FilterAttention):
+                    found[name] = p
+    return found
+
+
+def parameters(model: nn.Module) -> list[nn.Parameter]:
+    return [m.attention for m in modules(model).values()]
+
+
+def mode_of(model: nn.Module) -> str | None:
+    found = modules(model)
+    return next(iter(found.values())).mode if found else None
+
+
+def fold(model: nn.Module) -> nn.Module:
+    """Bake W * a into the conv weights and remove the attention parameters."""
+    for conv in convs(model).values():
+        if parametrize.is_parametrized(conv, "weight"):
+            parametrize.remove_parametrizations(conv, "weight", leave_parametrized=True)
+    return model
+
+
+def scores(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Per-layer, per-output-channel scores: |a| for `out`, the row L2 norm for `full`."""
+    return {name: m.attention.detach().flatten(1).norm(dim=1).cpu() for name, m in modules(model).items()}
+
+
+def regulariser(model: nn.Module, kind: str) -> torch.Tensor:
+    """`l1`: mean |a| (drives noise channels to 0); `mod-l2`: -sum of per-layer mean (a-1)^2.
+
+    Both as in the authors' code; the caller multiplies by lambda.
+    """
+    params = parameters(model)
+    if kind == "l1":
+        return sum(p.abs().sum() for p in params) / sum(p.numel() for p in params)
+    if kind == "mod-l2":
+        return -sum(((p - 1) ** 2).mean() for p in params)
+    raise ValueError(f"unknown regulariser {kind!r}")

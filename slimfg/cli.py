@@ -1,0 +1,210 @@
+"""The `slimfg` command line: thin click commands over the stage functions."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+import click
+
+from slimfg.config import DEFAULT_LR, PHASES, TrainConfig, field_names, load_recipe, parse_lr
+from slimfg.errors import SlimfgError
+from slimfg.models import DEFAULT_ARCH
+
+log = logging.getLogger("slimfg")
+
+
+class Group(click.Group):
+    """Turns SlimfgError into one line on stderr and exit code 2 (no traceback)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SlimfgError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="slimfg")
+def main() -> None:
+    """Adapt a pretrained CNN to a fine-grained task with per-filter attention, then
+    rank, prune and export it."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+
+
+def _apply_recipe(ctx: click.Context, _param, value):
+    """--recipe FILE: its keys become this command's defaults; explicit flags still win."""
+    if value:
+        allowed = [p.name for p in ctx.command.params if p.name not in ("recipe", "data")]
+        ctx.default_map = {**(ctx.default_map or {}), **load_recipe(value, allowed)}
+    return value
+
+
+LR_HELP = (
+    "Learning rate: one number for every phase, or per phase as 'f=3e-3,a=1e-2'. Default "
+    + ",".join(f"{k}={v:g}" for k, v in DEFAULT_LR.items())
+    + "."
+)
+
+
+@main.command()
+@click.argument("data")
+@click.option(
+    "--recipe",
+    type=click.Path(dir_okay=False),
+    is_eager=True,
+    expose_value=False,
+    callback=_apply_recipe,
+    help="YAML file of option defaults (keys = option names); flags override it.",
+)
+@click.option("--out", required=True, help="Run directory (checkpoint, metrics.jsonl, model.safetensors).")
+@click.option(
+    "--arch",
+    default=DEFAULT_ARCH,
+    show_default=True,
+    help="tf_efficientnet_lite0, a torchvision CNN (resnet50, ...) or timm:<name>.",
+)
+@click.option(
+    "--weights",
+    default="imagenet",
+    show_default=True,
+    help="imagenet, none, or a local .safetensors/.pth file.",
+)
+@click.option(
+    "--schedule",
+    default="faaaa",
+    show_default=True,
+    help="One epoch per letter: " + "; ".join(f"{k} = {v}" for k, v in PHASES.items()) + ".",
+)
+@click.option(
+    "--attention",
+    type=click.Choice(["out", "full", "none"]),
+    default="out",
+    show_default=True,
+    help="Attention shape: one scale per filter (out), per kernel slice (full), or none.",
+)
+@click.option("--attention-init", type=float, default=1.0, show_default=True, help="Initial attention value.")
+@click.option("--image-size", type=int, default=None, help="Input size in px (default: the arch's own).")
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Global batch size.")
+@click.option("--lr", default=None, help=LR_HELP)
+@click.option("--weight-decay", type=float, default=0.0, show_default=True, help="Optimizer weight decay.")
+@click.option(
+    "--optimizer",
+    type=click.Choice(["adam", "sgd"]),
+    default="adam",
+    show_default=True,
+    help="Optimizer, created fresh for every phase.",
+)
+@click.option(
+    "--reg",
+    type=click.Choice(["none", "l1", "mod-l2"]),
+    default="none",
+    show_default=True,
+    help="Regulariser on attention during 'a' phases.",
+)
+@click.option("--reg-lambda", type=float, default=0.0, show_default=True, help="Regulariser weight.")
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed for init, data order and augmentation."
+)
+@click.option("--workers", type=int, default=2, show_default=True, help="Data loader worker processes.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option(
+    "--amp",
+    type=click.Choice(["auto", "none", "bf16", "fp16"]),
+    default="auto",
+    show_default=True,
+    help="Mixed precision on CUDA (auto = bf16); ignored on CPU.",
+)
+@click.option(
+    "--val-split",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Hold out this fraction of DATA for validation when it has no val/ split.",
+)
+@click.option("--download", is_flag=True, help="Download a torchvision dataset named as DATA.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last complete epoch.")
+def train(data: str, **options) -> None:
+    """Train a CNN on DATA with per-filter attention and a phase schedule.
+
+    DATA is a folder with train/ and val/ class-folder splits, one class-folder tree
+    with --val-split, or a torchvision dataset name (Flowers102, OxfordIIITPet, ...).
+    Launch under `torchrun --nproc_per_node N` for data-parallel training.
+    """
+    from slimfg.train import train as run_train
+
+    options["lr"] = parse_lr(options["lr"]) if options["lr"] is not None else dict(DEFAULT_LR)
+    unknown = set(options) - set(field_names(TrainConfig))
+    assert not unknown, unknown
+    run_train(TrainConfig(data=data, **options))
+
+
+@main.command("eval")
+@click.argument("model", type=click.Path())
+@click.argument("data")
+@click.option(
+    "--split",
+    type=click.Choice(["val", "test"]),
+    default="val",
+    show_default=True,
+    help="Which split of DATA to evaluate.",
+)
+@click.option("--per-class", is_flag=True, help="Also print accuracy per class, worst first.")
+@click.option("--batch-size", type=int, default=64, show_default=True, help="Batch size.")
+@click.option("--workers", type=int, default=2, show_default=True, help="Data loader worker processes.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the result as JSON.")
+def eval_(
+    model: str,
+    data: str,
+    split: str,
+    per_class: bool,
+    batch_size: int,
+    workers: int,
+    device: str,
+    json_out: str | None,
+) -> None:
+    """Evaluate a slimfg MODEL on DATA: top-1 and top-5 accuracy."""
+    from slimfg.evaluate import evaluate_artifact
+
+    result = evaluate_artifact(model, data, split, batch_size, workers, device)
+    click.echo(
+        f"{split}: top-1 {result['top1']:.4f}  top-5 {result['top5']:.4f}  ({result['images']} images)"
+    )
+    if per_class:
+        rows = sorted(zip(result["per_class"], result["classes"], strict=True))
+        for acc, name in rows:
+            click.echo(f"  {acc:6.3f}  {name}")
+    if json_out:
+        from slimfg.artifact import write_text
+
+        write_text(json_out, json.dumps(result, indent=2) + "\n")
+
+
+@main.command()
+@click.option("--out", default="runs/demo", show_default=True, help="Run directory; replaced if it exists.")
+@click.option("--schedule", default="faaa", show_default=True, help="Phase schedule for the demo run.")
+@click.option("--image-size", type=int, default=128, show_default=True, help="Input size in px.")
+def demo(out: str, schedule: str, image_size: int) -> None:
+    """Offline demo on the bundled Flowers sample with the bundled lite0 ImageNet weights:
+    train with attention, then evaluate."""
+    from slimfg.data import SAMPLE
+    from slimfg.evaluate import evaluate_artifact
+    from slimfg.train import train as run_train
+
+    run = Path(out)
+    if (run / "config.json").is_file():
+        shutil.rmtree(run)
+    path = run_train(TrainConfig(data=str(SAMPLE), out=out, schedule=schedule, image_size=image_size))
+    result = evaluate_artifact(str(path), str(SAMPLE), "val", 64, 2, "auto")
+    click.echo(
+        f"demo: {path} val top-1 {result['top1']:.4f} top-5 {result['top5']:.4f} "
+        f"on {result['images']} images of the bundled sample"
+    )

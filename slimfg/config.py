@@ -1,0 +1,105 @@
+"""Run configuration: dataclasses with code defaults; YAML recipes and CLI flags override.
+
+Precedence: code defaults < recipe YAML < CLI flags. Recipe keys are the CLI option
+names (`image-size` or `image_size`). The resolved config is written into the run dir.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from slimfg.errors import SlimfgError, unknown_name
+from slimfg.models import DEFAULT_ARCH
+
+PHASES = {
+    "f": "classifier head only",
+    "a": "attention weights only",
+    "b": "BatchNorm affine only (BN in train mode)",
+    "t": "everything (plain full fine-tuning)",
+}
+# Per-phase learning rates. Measured on lite0/flowers (PAPER.md probe): attention wants a
+# higher lr than the head (1e-2 vs 3e-3); full fine-tuning a much lower one.
+DEFAULT_LR = {"f": 3e-3, "a": 1e-2, "b": 1e-3, "t": 3e-4}
+
+
+def parse_lr(text: str | float) -> dict[str, float]:
+    """`0.01` sets every phase; `f=3e-3,a=1e-2` sets the named phases, others keep defaults."""
+    text = str(text).strip()
+    try:
+        if "=" not in text:
+            return dict.fromkeys(PHASES, float(text))
+        lrs = dict(DEFAULT_LR)
+        for part in text.split(","):
+            phase, value = (s.strip() for s in part.split("="))
+            if phase not in PHASES:
+                raise SlimfgError(f"--lr names unknown phase {phase!r}; phases are {', '.join(PHASES)}")
+            lrs[phase] = float(value)
+        return lrs
+    except ValueError:
+        raise SlimfgError(f"--lr must be a number or 'f=3e-3,a=1e-2', got {text!r}") from None
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    out: str
+    arch: str = DEFAULT_ARCH
+    weights: str = "imagenet"
+    schedule: str = "faaaa"
+    attention: str = "out"
+    attention_init: float = 1.0
+    image_size: int | None = None
+    batch_size: int = 32
+    lr: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LR))
+    weight_decay: float = 0.0
+    optimizer: str = "adam"
+    reg: str = "none"
+    reg_lambda: float = 0.0
+    seed: int = 0
+    workers: int = 2
+    device: str = "auto"
+    amp: str = "auto"
+    val_split: float = 0.0
+    download: bool = False
+    resume: bool = False
+
+    def validate(self) -> None:
+        bad = sorted(set(self.schedule) - set(PHASES))
+        if not self.schedule or bad:
+            raise SlimfgError(
+                f"schedule {self.schedule!r} must be phase letters: "
+                + ", ".join(f"{k} = {v}" for k, v in PHASES.items())
+            )
+        if "a" in self.schedule and self.attention == "none":
+            raise SlimfgError("schedule has 'a' phases but --attention is none")
+        if self.batch_size < 1 or self.workers < 0:
+            raise SlimfgError("--batch-size must be >= 1 and --workers >= 0")
+        if self.reg != "none" and self.reg_lambda <= 0:
+            raise SlimfgError(f"--reg {self.reg} needs a positive --reg-lambda")
+
+
+def load_recipe(path: str | Path, allowed: list[str]) -> dict:
+    """A YAML recipe as {option_name: value}; keys may use '-' or '_'."""
+    path = Path(path)
+    if not path.is_file():
+        raise SlimfgError(f"recipe not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise SlimfgError(f"recipe {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise SlimfgError(f"recipe {path} must be a mapping of option names to values")
+    out = {}
+    for key, value in raw.items():
+        name = str(key).replace("-", "_")
+        if name not in allowed:
+            raise unknown_name("recipe key", str(key), sorted(a.replace("_", "-") for a in allowed))
+        out[name] = value
+    return out
+
+
+def field_names(cls) -> list[str]:
+    return [f.name for f in fields(cls)]

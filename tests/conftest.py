@@ -1,0 +1,39 @@
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from slimfg.data import SAMPLE
+
+
+def make_imagefolder(root: Path, classes: int = 3, train: int = 4, val: int = 2, size: int = 48) -> Path:
+    """A small real-image dataset cut from the bundled Flowers sample."""
+    names = sorted(p.name for p in (SAMPLE / "train").iterdir())[:classes]
+    for split, n in (("train", train), ("val", val)):
+        for name in names:
+            for src in sorted((SAMPLE / split / name).glob("*.jpg"))[:n]:
+                dst = root / split / name / src.name
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                img = Image.open(src).convert("RGB")
+                img.thumbnail((size * 2, size * 2))
+                img.save(dst, quality=90)
+    return root
+
+
+@pytest.fixture
+def tiny_data(tmp_path: Path) -> Path:
+    return make_imagefolder(tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def tiny_data_shared(tmp_path_factory) -> Path:
+    """Read-only variant shared by tests that do not modify the dataset."""
+    return make_imagefolder(tmp_path_factory.mktemp("shared") / "data")
+
+
+@pytest.fixture
+def sample_copy(tmp_path: Path) -> Path:
+    dst = tmp_path / "sample"
+    shutil.copytree(SAMPLE, dst)
+    return dst

@@ -1,0 +1,98 @@
+"""End-to-end runs through the real CLI in subprocesses (slow: tens of seconds each)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from slimfg import artifact
+from slimfg.data import SAMPLE
+
+pytestmark = pytest.mark.slow
+SLIMFG = [sys.executable, "-m", "slimfg"]
+RUN = [
+    "--arch",
+    "resnet18",
+    "--weights",
+    "none",
+    "--image-size",
+    "64",
+    "--batch-size",
+    "16",
+    "--workers",
+    "1",
+    "--seed",
+    "5",
+    "--schedule",
+    "fab",
+]
+
+
+def history(run):
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for r in rows]
+
+
+def test_kill_during_epoch_2_then_resume_matches_uninterrupted(tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    subprocess.run([*SLIMFG, "train", str(SAMPLE), "--out", str(straight), *RUN], check=True)
+
+    proc = subprocess.Popen(
+        [*SLIMFG, "train", str(SAMPLE), "--out", str(killed), *RUN], stderr=subprocess.DEVNULL
+    )
+    ckpt = killed / "checkpoint.safetensors"
+    deadline = time.monotonic() + 300
+    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert artifact.read_meta(ckpt)["epoch"] == 1, "the kill did not land in epoch 2"
+    assert not (killed / "model.safetensors").exists()
+    assert len(history(killed)) == 1
+
+    subprocess.run([*SLIMFG, "train", str(SAMPLE), "--out", str(killed), *RUN, "--resume"], check=True)
+    resumed, expected = history(killed), history(straight)
+    assert [r["phase"] for r in resumed] == ["f", "a", "b"]
+    for got, want in zip(resumed, expected, strict=True):
+        assert got["val_top1"] == want["val_top1"] and got["train_acc"] == want["train_acc"]
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-5)
+
+
+def test_torchrun_two_processes_matches_one(tmp_path):
+    common = ["--image-size", "96", "--batch-size", "16", "--workers", "0", "--schedule", "fa", "--seed", "1"]
+    subprocess.run([*SLIMFG, "train", str(SAMPLE), "--out", str(tmp_path / "one"), *common], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "slimfg",
+            "train",
+            str(SAMPLE),
+            "--out",
+            str(tmp_path / "two"),
+            *common,
+        ],
+        check=True,
+    )
+    one, two = history(tmp_path / "one")[-1], history(tmp_path / "two")[-1]
+    assert one["val_top1"] > 0.6
+    assert abs(one["val_top1"] - two["val_top1"]) <= 0.05  # 4 of the 80 val images
+    _, meta = artifact.load(tmp_path / "two" / "model.safetensors")
+    assert meta["metrics"]["val_top1"] == two["val_top1"]
+
+
+def test_demo_runs_offline(tmp_path):
+    out = tmp_path / "demo"
+    proc = subprocess.run([*SLIMFG, "demo", "--out", str(out)], capture_output=True, text=True, check=True)
+    assert "val top-1" in proc.stdout
+    top1 = float(proc.stdout.split("val top-1 ")[1].split()[0])
+    assert top1 >= 0.7  # 10 flower classes, bundled ImageNet lite0, 4 epochs at 128 px

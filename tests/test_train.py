@@ -1,0 +1,87 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from slimfg import artifact, attention, models
+from slimfg.config import TrainConfig
+from slimfg.errors import SlimfgError
+from slimfg.evaluate import evaluate_artifact
+from slimfg.train import set_phase, train
+
+
+def tiny_config(data, out, **kw) -> TrainConfig:
+    base = dict(arch="resnet18", weights="none", image_size=32, batch_size=4, workers=0, seed=3)
+    return TrainConfig(data=str(data), out=str(out), **{**base, **kw})
+
+
+def test_phases_train_only_their_parameters():
+    model = attention.attach(models.build("resnet18", 5, "none"), "out")
+    counts = {p: sum(t.numel() for t in set_phase(model, p)) for p in "fabt"}
+    assert counts["f"] == 512 * 5 + 5
+    assert counts["a"] == sum(m.weight.shape[0] for m in attention.convs(model).values())
+    assert counts["b"] == sum(
+        m.weight.numel() * 2 for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)
+    )
+    assert counts["t"] == sum(p.numel() for p in model.parameters())
+    set_phase(model, "a")
+    assert not model.bn1.training and model.training
+    set_phase(model, "b")
+    assert model.bn1.training
+
+
+def test_train_writes_metrics_checkpoint_and_artifact(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    path = train(tiny_config(tiny_data, out, schedule="fab"))
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [h["phase"] for h in history] == ["f", "a", "b"]
+    for key in ("loss", "train_acc", "val_top1", "val_top5", "images_per_s", "seconds", "trainable_params"):
+        assert all(key in h for h in history)
+    assert json.loads((out / "config.json").read_text())["schedule"] == "fab"
+    model, meta = artifact.load(path)
+    assert meta["arch"] == "resnet18" and meta["num_classes"] == 3 and meta["attention"]["mode"] == "out"
+    assert set(meta["attention"]["scores"]) == set(attention.convs(model))
+    assert not attention.modules(model)  # stored folded
+    # The artifact's accuracy on val is the trainer's last measurement.
+    assert evaluate_artifact(str(path), str(tiny_data), workers=0)["top1"] == pytest.approx(
+        history[-1]["val_top1"]
+    )
+    assert not list(out.glob(".*tmp*"))
+
+
+def test_attention_phase_keeps_pretrained_convs_frozen(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    torch.manual_seed(3)
+    reference = models.build("resnet18", 3, "none").state_dict()
+    train(tiny_config(tiny_data, out, schedule="a", lr={"a": 0.05}))
+    ckpt = load_file(out / "checkpoint.safetensors")
+    assert torch.equal(
+        ckpt["layer1.0.conv1.parametrizations.weight.original"], reference["layer1.0.conv1.weight"]
+    )
+    assert torch.equal(ckpt["bn1.weight"], reference["bn1.weight"])
+    assert not torch.equal(
+        ckpt["layer1.0.conv1.parametrizations.weight.0.attention"], torch.ones(64, 1, 1, 1)
+    )
+
+
+def test_same_seed_same_result_and_refuses_to_overwrite(tiny_data, tmp_path):
+    a = train(tiny_config(tiny_data, tmp_path / "a", schedule="fa"))
+    b = train(tiny_config(tiny_data, tmp_path / "b", schedule="fa"))
+    assert torch.equal(load_file(a)["fc.weight"], load_file(b)["fc.weight"])
+    with pytest.raises(SlimfgError, match="already holds a run"):
+        train(tiny_config(tiny_data, tmp_path / "a", schedule="fa"))
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"schedule": "fx"}, "phase letters"),
+        ({"schedule": "fa", "attention": "none"}, "'a' phases"),
+        ({"reg": "l1"}, "reg-lambda"),
+    ],
+)
+def test_bad_config(tiny_data, tmp_path, kw, message):
+    with pytest.raises(SlimfgError, match=message):
+        train(tiny_config(tiny_data, tmp_path / "run", **kw))
+    assert not (tmp_path / "run").exists()

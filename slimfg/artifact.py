@@ -90,14 +90,28 @@ def save(path: str | Path, model: nn.Module, meta: dict) -> None:
     write(path, model.state_dict(), meta)
 
 
+def is_artifact(path: str | Path) -> bool:
+    try:
+        return read_meta(path).get("format") == FORMAT
+    except SlimfgError:
+        return False
+
+
 def load(path: str | Path) -> tuple[nn.Module, dict]:
-    """Rebuild the network named in the metadata and load its tensors (no unpickling)."""
+    """Rebuild the network named in the metadata, replay its pruning record, load its tensors.
+
+    No unpickling anywhere: tensors come from safetensors, the rest from JSON.
+    """
     from slimfg.models import build
 
     tensors, meta = read(path)
     if meta.get("format") != FORMAT or "arch" not in meta:
         raise SlimfgError(f"{path} is a training checkpoint or foreign file, not a slimfg model")
     model = build(meta["arch"], meta["num_classes"], weights="none")
+    if meta.get("pruning"):
+        from slimfg.prune import replay
+
+        replay(model, meta["pruning"], meta["preprocessing"]["size"])
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError:

@@ -208,3 +208,100 @@ def demo(out: str, schedule: str, image_size: int) -> None:
         f"demo: {path} val top-1 {result['top1']:.4f} top-5 {result['top5']:.4f} "
         f"on {result['images']} images of the bundled sample"
     )
+
+
+@main.command()
+@click.argument("model", type=click.Path())
+@click.option(
+    "--keep",
+    type=float,
+    default=0.6,
+    show_default=True,
+    help="Fraction of channels to keep, for the keep/drop lines and kept-channel plot.",
+)
+@click.option("--round-to", type=int, default=8, show_default=True, help="Channel rounding used by prune.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    help="Output folder (default: 'ranking' next to MODEL).",
+)
+def rank(model: str, keep: float, round_to: int, out_dir: str | None) -> None:
+    """Rank every channel of MODEL by its learned attention: ranking.json + PNG plots."""
+    from slimfg.ranking import rank as run_rank
+    from slimfg.ranking import summary
+
+    if not 0 < keep <= 1:
+        raise SlimfgError(f"--keep must be in (0, 1], got {keep}")
+    result = run_rank(model, keep, out_dir, round_to or None)
+    click.echo(summary(result))
+    click.echo(f"wrote ranking.json and plots to {out_dir or Path(model).with_name('ranking')}")
+
+
+@main.command()
+@click.argument("model", type=click.Path())
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Pruned model (.safetensors).")
+@click.option(
+    "--keep", type=float, default=0.6, show_default=True, help="Fraction of channels kept, in (0, 1]."
+)
+@click.option(
+    "--importance",
+    default="attention",
+    show_default=True,
+    help="Channel ranking: attention, magnitude, bn, taylor or random.",
+)
+@click.option(
+    "--global/--per-layer",
+    "global_pruning",
+    default=False,
+    show_default=True,
+    help="Rank channels across all layers, or prune every group by the same fraction.",
+)
+@click.option(
+    "--round-to",
+    type=int,
+    default=8,
+    show_default=True,
+    help="Keep channel counts multiples of N (CPU kernels run fastest on multiples of 8); 0 = off.",
+)
+@click.option("--data", "data_dir", help="Dataset for accuracy before/after and fine-tuning.")
+@click.option("--finetune", default="", help="Fine-tune schedule after pruning, e.g. ttt (needs --data).")
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Fine-tune batch size.")
+@click.option("--lr", default=None, help=LR_HELP)
+@click.option("--workers", type=int, default=2, show_default=True, help="Data loader worker processes.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Fine-tune seed.")
+def prune(
+    model: str,
+    out: str,
+    keep: float,
+    importance: str,
+    global_pruning: bool,
+    round_to: int,
+    data_dir: str | None,
+    finetune: str,
+    batch_size: int,
+    lr: str | None,
+    workers: int,
+    seed: int,
+) -> None:
+    """Remove the lowest-ranked channels of MODEL with dependency-aware structured pruning
+    (torch-pruning), optionally fine-tune, and report params, MACs and accuracy."""
+    from slimfg.prune import prune as run_prune
+
+    options = {
+        "batch_size": batch_size,
+        "workers": workers,
+        "seed": seed,
+        "lr": parse_lr(lr) if lr is not None else dict(DEFAULT_LR),
+    }
+    report = run_prune(
+        model, out, keep, importance, global_pruning, round_to or None, data_dir, finetune, options
+    )
+    before, after = report["before"], report["after"]
+    click.echo(f"{'':14}{'before':>14}{'after':>14}{'ratio':>8}")
+    for key in ("params", "macs", "weights_bytes", "val_top1"):
+        if key in before:
+            b, a = before[key], after[key]
+            fmt = "{:14.4f}" if key == "val_top1" else "{:14,d}"
+            click.echo(f"{key:14}{fmt.format(b)}{fmt.format(a)}{a / b:8.3f}")
+    click.echo(f"wrote {out}")

@@ -178,6 +178,20 @@ def class_labels(root: str, classes: list[str]) -> list[str]:
 
 
 # ---------------------------------------------------------------- the run
+def initial_model(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, dict | None]:
+    """The starting network and its pruning record: a slimfg artifact given as --weights
+    (e.g. a pruned model to fine-tune) keeps its architecture and pruning record."""
+    if not artifact.is_artifact(cfg.weights):
+        return models.build(cfg.arch, num_classes, cfg.weights), None
+    model, meta = artifact.load(cfg.weights)
+    if meta["arch"] != cfg.arch or meta["num_classes"] != num_classes:
+        raise SlimfgError(
+            f"--weights {cfg.weights} is a {meta['arch']} model for {meta['num_classes']} classes, "
+            f"not {cfg.arch} for {num_classes}"
+        )
+    return model, meta.get("pruning")
+
+
 def _restore(run: Path, model: nn.Module, cfg: TrainConfig) -> tuple[int, list[dict]]:
     """Load the last complete epoch's checkpoint; returns (epochs done, history)."""
     ckpt = run / "checkpoint.safetensors"
@@ -207,7 +221,7 @@ def train(cfg: TrainConfig) -> Path:
         raise SlimfgError(f"{cfg.data} has no training split")
     pre = models.preprocessing(cfg.arch, cfg.image_size)
     torch.manual_seed(cfg.seed)
-    model = models.build(cfg.arch, len(splits.classes), "none" if cfg.resume else cfg.weights)
+    model, pruning = initial_model(cfg, len(splits.classes))
     if cfg.attention != "none":
         attention.attach(model, cfg.attention, cfg.attention_init)
     start, history = _restore(run, model, cfg) if cfg.resume else (0, [])
@@ -292,7 +306,7 @@ def train(cfg: TrainConfig) -> Path:
             "classes": class_labels(cfg.data, splits.classes),
             "preprocessing": pre,
             "attention": None,
-            "pruning": None,
+            "pruning": pruning,
             "metrics": history[-1] if history else {},
             "train": {"schedule": cfg.schedule, "weights": cfg.weights, "history": history},
             "provenance": {"data": str(cfg.data), "data_fingerprint": splits.fingerprint},

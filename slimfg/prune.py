@@ -1,0 +1,198 @@
+"""Attention-guided structured pruning with torch-pruning, then fine-tuning.
+
+Fold attention into the kernels, build `torch_pruning.DependencyGraph`, and prune
+`1 - keep` of the channels of every dependency group (all convs coupled by a residual
+add share one decision; a depthwise conv follows its producer). The channel ranking is
+`AttentionImportance`: the learned attention scores averaged over the group. The
+pruning record is torch-pruning's own `pruning_history()` (plain JSON), which
+`replay` re-applies to a fresh model when an artifact is loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from slimfg import artifact, data, models
+from slimfg.errors import SlimfgError, unknown_name
+
+log = logging.getLogger("slimfg")
+
+
+class AttentionImportance(tp.importance.Importance):
+    """Group importance = mean learned attention score over the group's conv outputs."""
+
+    def __init__(self, scores: dict[nn.Module, torch.Tensor]) -> None:
+        self.scores = scores
+
+    @torch.no_grad()
+    def __call__(self, group) -> torch.Tensor | None:
+        n = len(group[0].root_idxs)
+        total, count = torch.zeros(n), torch.zeros(n)
+        for i, (dep, idxs) in enumerate(group):
+            if dep.layer in self.scores and getattr(dep.pruning_fn, "__name__", "") == "prune_out_channels":
+                root = torch.tensor(group[i].root_idxs, dtype=torch.long)
+                total.scatter_add_(0, root, self.scores[dep.layer][idxs].float())
+                count.scatter_add_(0, root, torch.ones(len(idxs)))
+        if not count.any():
+            return None  # no attention-scored conv in this group: torch-pruning skips it
+        return total / count.clamp(min=1)
+
+
+def needs_data(name: str) -> bool:
+    return name == "taylor"
+
+
+IMPORTANCES = {
+    "attention": AttentionImportance,
+    "magnitude": lambda _: tp.importance.GroupMagnitudeImportance(p=2),
+    "bn": lambda _: tp.importance.BNScaleImportance(),
+    "taylor": lambda _: tp.importance.GroupTaylorImportance(),
+    "random": lambda _: tp.importance.RandomImportance(),
+}
+
+
+def example_input(size: int) -> torch.Tensor:
+    return torch.zeros(1, 3, size, size)
+
+
+def dependency_graph(model: nn.Module, size: int) -> tp.DependencyGraph:
+    with torch.enable_grad():  # torch-pruning traces the graph through autograd
+        return tp.DependencyGraph().build_dependency(model, example_inputs=example_input(size), verbose=False)
+
+
+def replay(model: nn.Module, record: dict, size: int) -> nn.Module:
+    """Re-apply a stored pruning history to a fresh, unpruned model of the same arch."""
+    history = [(name, bool(out), list(idxs)) for name, out, idxs in record["history"]]
+    dependency_graph(model, size).load_pruning_history(history)
+    return model
+
+
+def attention_scores(model: nn.Module, meta: dict) -> dict[nn.Module, torch.Tensor]:
+    """The artifact's per-channel attention scores, keyed by conv module."""
+    if not meta.get("attention"):
+        raise SlimfgError(
+            f"{meta.get('arch')} model was trained without attention; "
+            "use `slimfg prune --importance magnitude` (or bn, taylor, random)"
+        )
+    return {model.get_submodule(name): torch.tensor(s) for name, s in meta["attention"]["scores"].items()}
+
+
+def count(model: nn.Module, size: int) -> dict:
+    """Parameters and multiply-accumulates (torch-pruning's counter) at batch 1."""
+    macs, params = tp.utils.count_ops_and_params(model, example_input(size))
+    return {"params": int(params), "macs": int(macs)}
+
+
+def make_pruner(model, meta, keep, importance, global_pruning, round_to, size):
+    if not 0 < keep <= 1:
+        raise SlimfgError(f"--keep must be in (0, 1], got {keep}")
+    if importance not in IMPORTANCES:
+        raise unknown_name("importance", importance, list(IMPORTANCES))
+    scores = attention_scores(model, meta) if importance == "attention" else None
+    head = model.get_submodule(models.classifier_name(model))
+    return tp.pruner.BasePruner(
+        model,
+        example_input(size),
+        importance=IMPORTANCES[importance](scores),
+        pruning_ratio=1.0 - keep,
+        global_pruning=global_pruning,
+        # Global ranking may empty a layer that the task barely uses; keep 10% of each.
+        max_pruning_ratio=0.9,
+        round_to=round_to,
+        ignored_layers=[head],
+    )
+
+
+def prune_model(
+    model, meta, keep, importance="attention", global_pruning=False, round_to=8, taylor_batch=None
+) -> list:
+    """Prune `model` in place; returns torch-pruning's pruning history (JSON-able)."""
+    size = meta["preprocessing"]["size"]
+    with torch.enable_grad():  # torch-pruning traces the graph through autograd
+        return _prune(model, meta, keep, importance, global_pruning, round_to, taylor_batch, size)
+
+
+def _prune(model, meta, keep, importance, global_pruning, round_to, taylor_batch, size) -> list:
+    pruner = make_pruner(model, meta, keep, importance, global_pruning, round_to, size)
+    if importance == "taylor":
+        if taylor_batch is None:
+            raise SlimfgError("--importance taylor needs --data (gradients on real images)")
+        x, y = taylor_batch
+        nn.functional.cross_entropy(model(x), y).backward()
+    if keep < 1.0:
+        pruner.step()
+    model.zero_grad(set_to_none=True)
+    return [[name, bool(out), [int(i) for i in idxs]] for name, out, idxs in pruner.pruning_history()]
+
+
+def weights_bytes(model: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in model.state_dict().values())
+
+
+def prune(
+    model_path: str,
+    out: str,
+    keep: float = 0.6,
+    importance: str = "attention",
+    global_pruning: bool = False,
+    round_to: int | None = 8,
+    data_dir: str | None = None,
+    finetune: str = "",
+    train_options: dict | None = None,
+) -> dict:
+    """Prune a slimfg artifact, optionally fine-tune it on `data_dir`, save it; returns the report."""
+    from slimfg.config import TrainConfig
+    from slimfg.evaluate import evaluate_model
+    from slimfg.train import train
+
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        raise SlimfgError(f"--out must be a .safetensors file, got {out}")
+    if finetune and not data_dir:
+        raise SlimfgError("--finetune needs --data DIR")
+    model, meta = artifact.load(model_path)
+    if meta.get("pruning"):
+        raise SlimfgError(f"{model_path} is already pruned; prune the unpruned model instead")
+    size = meta["preprocessing"]["size"]
+
+    def measure(m: nn.Module, m_meta: dict) -> dict:
+        result = {**count(m, size), "weights_bytes": weights_bytes(m)}
+        if data_dir:
+            result["val_top1"] = evaluate_model(m, m_meta, data_dir)["top1"]
+        return result
+
+    before = measure(model, meta)
+    taylor_batch = None
+    if importance == "taylor" and data_dir:
+        loader = data.loader(data.load(data_dir).train, meta["preprocessing"], False, 32, 0)
+        taylor_batch = next(iter(loader))[:2]
+    t0 = time.perf_counter()
+    history = prune_model(model, meta, keep, importance, global_pruning, round_to, taylor_batch)
+    meta = {**meta, "pruning": {"keep": keep, "importance": importance, "global": global_pruning,
+                                "round_to": round_to, "history": history}}  # fmt: skip
+    log.info("pruned with %s importance in %.1f s", importance, time.perf_counter() - t0)
+    if finetune:
+        run = out.with_name(out.stem + "_finetune")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+            pruned = Path(tmp) / "pruned.safetensors"
+            artifact.save(pruned, model, meta)
+            cfg = TrainConfig(data=data_dir, out=str(run), arch=meta["arch"], weights=str(pruned),
+                              schedule=finetune, attention="out" if "a" in finetune else "none",
+                              **{"image_size": size, **(train_options or {})})  # fmt: skip
+            model, meta = artifact.load(train(cfg))
+    after = measure(model, meta)
+    meta["pruning"]["report"] = {"before": before, "after": after}
+    artifact.save(out, model, meta)
+    for key in ("params", "macs"):
+        log.info("%s: %d -> %d (%.3fx)", key, before[key], after[key], after[key] / before[key])
+    if data_dir:
+        log.info("val top-1: %.4f -> %.4f", before["val_top1"], after["val_top1"])
+    return meta["pruning"]["report"]

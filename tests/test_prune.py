@@ -1,0 +1,181 @@
+import pytest
+import torch
+from torch import nn
+
+from slimfg import artifact, attention, models
+from slimfg.errors import SlimfgError
+from slimfg.prune import count, prune, prune_model
+
+SIZE = 64
+
+
+def attention_model(arch: str, classes: int = 5, seed: int = 0):
+    """A model with random weights and random `out` attention, folded, plus its metadata."""
+    torch.manual_seed(seed)
+    model = attention.attach(models.build(arch, classes, "none"), "out")
+    with torch.no_grad():
+        for p in attention.parameters(model):
+            p.uniform_(0.2, 1.5)
+    scores = {k: v.tolist() for k, v in attention.scores(model).items()}
+    attention.fold(model)
+    meta = {
+        "arch": arch,
+        "num_classes": classes,
+        "classes": [str(i) for i in range(classes)],
+        "preprocessing": {**models.preprocessing(arch, SIZE)},
+        "attention": {"mode": "out", "scores": scores},
+    }
+    return model.eval(), meta
+
+
+ARCHS = [
+    "tf_efficientnet_lite0",
+    "resnet18",
+    "resnet50",
+    "mobilenet_v3_large",
+    "efficientnet_b0",
+    "regnet_y_400mf",
+    "densenet121",
+    "convnext_tiny",
+]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_prune_save_reload_identical(arch, tmp_path):
+    model, meta = attention_model(arch)
+    before = count(model, SIZE)
+    history = prune_model(model, meta, keep=0.5)
+    after = count(model, SIZE)
+    assert after["params"] < 0.6 * before["params"] and after["macs"] < 0.6 * before["macs"]
+    x = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        y = model(x)
+    assert y.shape == (2, 5) and torch.isfinite(y).all()
+    path = tmp_path / "p.safetensors"
+    artifact.save(path, model, {**meta, "pruning": {"keep": 0.5, "history": history}})
+    loaded, _ = artifact.load(path)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), y)
+
+
+def test_keep_one_changes_nothing():
+    model, meta = attention_model("resnet18")
+    x = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        y = model(x)
+        assert prune_model(model, meta, keep=1.0) == []
+        assert torch.equal(model(x), y)
+
+
+def test_attention_ranking_drops_the_lowest_channels():
+    """In a residual-free layer, exactly the lowest-attention channels go."""
+    model, meta = attention_model("resnet18")
+    scores = torch.tensor(meta["attention"]["scores"]["layer1.0.conv1"])
+    expected_kept = sorted(torch.argsort(scores, descending=True)[:32].tolist())
+    with torch.no_grad():  # tag each channel through the BN that follows the conv
+        model.layer1[0].bn1.weight.copy_(torch.arange(64.0))
+    prune_model(model, meta, keep=0.5, round_to=None)
+    assert model.layer1[0].conv1.out_channels == 32
+    assert model.layer1[0].bn1.weight.tolist() == [float(i) for i in expected_kept]
+
+
+def test_round_to_gives_multiples():
+    model, meta = attention_model("mobilenet_v3_large")
+    prune_model(model, meta, keep=0.6, round_to=8)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.out_channels > 8]
+    assert convs and all(m.out_channels % 8 == 0 for m in convs[1:])
+
+
+@pytest.mark.parametrize("keep", [0.0, -0.1, 1.5])
+def test_bad_keep(keep):
+    model, meta = attention_model("resnet18")
+    with pytest.raises(SlimfgError, match="--keep must be in"):
+        prune_model(model, meta, keep=keep)
+
+
+def test_model_without_attention_points_to_magnitude(tmp_path):
+    model = models.build("resnet18", 3, "none")
+    path = tmp_path / "m.safetensors"
+    artifact.save(
+        path,
+        model,
+        {
+            "arch": "resnet18",
+            "num_classes": 3,
+            "preprocessing": models.preprocessing("resnet18", SIZE),
+            "attention": None,
+        },
+    )
+    with pytest.raises(SlimfgError, match="--importance magnitude"):
+        prune(str(path), str(tmp_path / "out.safetensors"))
+    report = prune(str(path), str(tmp_path / "out.safetensors"), importance="magnitude")
+    assert report["after"]["macs"] < 0.5 * report["before"]["macs"]
+    loaded, meta = artifact.load(tmp_path / "out.safetensors")
+    assert meta["pruning"]["importance"] == "magnitude"
+
+
+@pytest.mark.parametrize("importance", ["magnitude", "bn", "random"])
+def test_other_importances(importance):
+    model, meta = attention_model("resnet18")
+    prune_model(model, meta, keep=0.5, importance=importance)
+    assert count(model, SIZE)["params"] < 0.6 * 11_200_000
+
+
+def test_prune_then_finetune_through_the_cli(tiny_data, tmp_path):
+    from click.testing import CliRunner
+
+    from slimfg.cli import main
+
+    run = tmp_path / "run"
+    fast = ["--image-size", "32", "--batch-size", "4", "--workers", "0"]
+    result = CliRunner().invoke(
+        main,
+        [
+            "train",
+            str(tiny_data),
+            "--out",
+            str(run),
+            "--arch",
+            "resnet18",
+            "--weights",
+            "none",
+            "--schedule",
+            "fa",
+            *fast,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "pruned.safetensors"
+    result = CliRunner().invoke(
+        main,
+        [
+            "prune",
+            str(run / "model.safetensors"),
+            "--out",
+            str(out),
+            "--keep",
+            "0.5",
+            "--data",
+            str(tiny_data),
+            "--finetune",
+            "ta",
+            "--batch-size",
+            "4",
+            "--workers",
+            "0",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "macs" in result.output and "val_top1" in result.output
+    model, meta = artifact.load(out)
+    report = meta["pruning"]["report"]
+    assert report["after"]["params"] < 0.5 * report["before"]["params"]
+    assert meta["pruning"]["history"] and meta["train"]["schedule"] == "ta"
+    assert meta["attention"]["mode"] == "out"  # the fine-tune's 'a' phase re-learned attention
+    assert count(model, 32)["params"] == report["after"]["params"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "data",
+        "pruned.safetensors",
+        "pruned_finetune",
+        "run",
+    ]

@@ -299,9 +299,9 @@ def prune(
     )
     before, after = report["before"], report["after"]
     click.echo(f"{'':14}{'before':>14}{'after':>14}{'ratio':>8}")
-    for key in ("params", "macs", "weights_bytes", "val_top1"):
+    for key in ("params", "macs", "weights_bytes", "val_top1", "latency_b1_s", "latency_b32_s"):
         if key in before:
             b, a = before[key], after[key]
-            fmt = "{:14.4f}" if key == "val_top1" else "{:14,d}"
+            fmt = "{:14,d}" if isinstance(b, int) else "{:14.4f}"
             click.echo(f"{key:14}{fmt.format(b)}{fmt.format(a)}{a / b:8.3f}")
     click.echo(f"wrote {out}")

@@ -132,6 +132,23 @@ def _prune(model, meta, keep, importance, global_pruning, round_to, taylor_batch
     return [[name, bool(out), [int(i) for i in idxs]] for name, out, idxs in pruner.pruning_history()]
 
 
+def ort_latency(dense: nn.Module, pruned: nn.Module, meta: dict) -> dict:
+    """ONNX Runtime CPU latency (median seconds) at batch 1 and 32, paired runs."""
+    from slimfg.bench import paired_latency
+    from slimfg.exporters import export_onnx
+
+    size = meta["preprocessing"]["size"]
+    x = torch.randn(2, 3, size, size)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = {"dense": Path(tmp) / "dense.onnx", "pruned": Path(tmp) / "pruned.onnx"}
+        export_onnx(dense, {**meta, "pruning": None}, paths["dense"], x)
+        export_onnx(pruned, meta, paths["pruned"], x)
+        return {
+            "latency_b1_s": paired_latency(paths, 1, size, rounds=30),
+            "latency_b32_s": paired_latency(paths, 32, size, rounds=6),
+        }
+
+
 def weights_bytes(model: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in model.state_dict().values())
 
@@ -146,6 +163,7 @@ def prune(
     data_dir: str | None = None,
     finetune: str = "",
     train_options: dict | None = None,
+    latency: bool = True,
 ) -> dict:
     """Prune a slimfg artifact, optionally fine-tune it on `data_dir`, save it; returns the report."""
     from slimfg.config import TrainConfig
@@ -189,6 +207,10 @@ def prune(
                               **{"image_size": size, **(train_options or {})})  # fmt: skip
             model, meta = artifact.load(train(cfg))
     after = measure(model, meta)
+    if latency:
+        dense, _ = artifact.load(model_path)
+        for key, value in ort_latency(dense, model, meta).items():
+            before[key], after[key] = value["dense"]["median_s"], value["pruned"]["median_s"]
     meta["pruning"]["report"] = {"before": before, "after": after}
     artifact.save(out, model, meta)
     for key in ("params", "macs"):

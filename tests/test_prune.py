@@ -126,50 +126,24 @@ def test_prune_then_finetune_through_the_cli(tiny_data, tmp_path):
 
     from slimfg.cli import main
 
-    run = tmp_path / "run"
-    fast = ["--image-size", "32", "--batch-size", "4", "--workers", "0"]
-    result = CliRunner().invoke(
-        main,
-        [
-            "train",
-            str(tiny_data),
-            "--out",
-            str(run),
-            "--arch",
-            "resnet18",
-            "--weights",
-            "none",
-            "--schedule",
-            "fa",
-            *fast,
-        ],
+    run, out = tmp_path / "run", tmp_path / "pruned.safetensors"
+    fast = "--batch-size 4 --workers 0".split()
+    train = (
+        f"train {tiny_data} --out {run} --arch resnet18 --weights none --schedule fa --image-size 32".split()
     )
+    result = CliRunner().invoke(main, train + fast)
     assert result.exit_code == 0, result.output
-    out = tmp_path / "pruned.safetensors"
-    result = CliRunner().invoke(
-        main,
-        [
-            "prune",
-            str(run / "model.safetensors"),
-            "--out",
-            str(out),
-            "--keep",
-            "0.5",
-            "--data",
-            str(tiny_data),
-            "--finetune",
-            "ta",
-            "--batch-size",
-            "4",
-            "--workers",
-            "0",
-        ],
+    prune_cmd = (
+        f"prune {run / 'model.safetensors'} --out {out} --keep 0.5 --data {tiny_data} --finetune ta".split()
     )
+    result = CliRunner().invoke(main, prune_cmd + fast)
     assert result.exit_code == 0, result.output
-    assert "macs" in result.output and "val_top1" in result.output
+    for row in ("macs", "val_top1", "latency_b1_s", "latency_b32_s"):
+        assert row in result.output
     model, meta = artifact.load(out)
     report = meta["pruning"]["report"]
     assert report["after"]["params"] < 0.5 * report["before"]["params"]
+    assert report["after"]["latency_b32_s"] > 0
     assert meta["pruning"]["history"] and meta["train"]["schedule"] == "ta"
     assert meta["attention"]["mode"] == "out"  # the fine-tune's 'a' phase re-learned attention
     assert count(model, 32)["params"] == report["after"]["params"]

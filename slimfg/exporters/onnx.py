@@ -58,16 +58,21 @@ def export_onnx(model: nn.Module, meta: dict, path: str | Path, inputs: torch.Te
     model = model.eval().cpu()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            model,
-            (inputs[:1],),
-            dynamo=True,
-            opset_version=OPSET,
-            input_names=["input"],
-            output_names=["logits"],
-            dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},),
-            verbose=False,
-        )
+        try:
+            program = torch.onnx.export(
+                model,
+                (inputs[:1],),
+                dynamo=True,
+                opset_version=OPSET,
+                input_names=["input"],
+                output_names=["logits"],
+                dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},),
+                verbose=False,
+            )
+        except Exception as e:  # torch.export refuses the model: report, do not write
+            raise SlimfgError(
+                f"cannot export {meta['arch']} to ONNX: {str(e).splitlines()[0][:200]}"
+            ) from None
     proto = onnxslim.slim(program.model_proto)
     for key, value in onnx_metadata(meta).items():
         proto.metadata_props.add(key=key, value=value)

@@ -1,0 +1,81 @@
+"""ONNX Runtime CPU latency of dense vs pruned models, for several channel roundings.
+
+Pruning leaves odd channel counts unless rounded; CPU kernels (oneDNN / MLAS) are
+fastest on multiples of 8 or 16. This script prunes MODEL at --keep with each
+--round-to value (no fine-tune: latency does not depend on the weight values), exports
+every variant to ONNX, and times all of them against the dense model with paired runs
+in one process (the variants alternate every round). Speed-up is dense/pruned latency;
+"ideal" is dense MACs / pruned MACs; efficiency = speed-up / ideal.
+
+Usage: python benchmarks/prune_latency.py MODEL [--keep 0.6] [--round-to 1,8,16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+from pathlib import Path
+
+import torch
+
+from slimfg import artifact
+from slimfg.bench import paired_latency
+from slimfg.exporters import export_onnx
+from slimfg.prune import count, prune_model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model")
+    parser.add_argument("--keep", type=float, default=0.6)
+    parser.add_argument("--round-to", default="1,8,16")
+    parser.add_argument("--importance", default="attention")
+    parser.add_argument("--rounds-b1", type=int, default=60)
+    parser.add_argument("--rounds-b32", type=int, default=12)
+    parser.add_argument("--out", default="benchmarks/results/prune_latency.json")
+    args = parser.parse_args()
+
+    dense, meta = artifact.load(args.model)
+    size = meta["preprocessing"]["size"]
+    x = torch.randn(2, 3, size, size)
+    dense_count = count(dense, size)
+    rows = {"dense": {**dense_count, "round_to": None}}
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = {"dense": Path(tmp) / "dense.onnx"}
+        export_onnx(dense, meta, paths["dense"], x)
+        for r in [int(v) for v in args.round_to.split(",")]:
+            model, _ = artifact.load(args.model)
+            prune_model(model, meta, args.keep, args.importance, round_to=r if r > 1 else None)
+            name = f"keep{args.keep}_round{r}"
+            paths[name] = Path(tmp) / f"{name}.onnx"
+            export_onnx(model, meta, paths[name], x)
+            rows[name] = {**count(model, size), "round_to": r}
+        b1 = paired_latency(paths, 1, size, rounds=args.rounds_b1)
+        b32 = paired_latency(paths, 32, size, rounds=args.rounds_b32)
+    for name, row in rows.items():
+        row["latency_b1_ms"] = round(b1[name]["median_s"] * 1e3, 2)
+        row["latency_b32_ms"] = round(b32[name]["median_s"] * 1e3, 1)
+        row["macs_ratio"] = round(row["macs"] / dense_count["macs"], 4)
+        row["speedup_b32"] = round(b32["dense"]["median_s"] / b32[name]["median_s"], 3)
+        row["speedup_b1"] = round(b1["dense"]["median_s"] / b1[name]["median_s"], 3)
+        row["efficiency_b32"] = round(row["speedup_b32"] * row["macs_ratio"], 3)
+    result = {
+        "model": args.model,
+        "image_size": size,
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, onnxruntime CPU",
+        "rows": rows,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    header = ("variant", "MACs x", "b1 ms", "b32 ms", "speedup32", "ideal", "eff", "b1 x")
+    print(f"{header[0]:22}" + "".join(f"{h:>10}" for h in header[1:]))
+    for name, row in rows.items():
+        values = (row["macs_ratio"], row["latency_b1_ms"], row["latency_b32_ms"], row["speedup_b32"],
+                  1 / row["macs_ratio"], row["efficiency_b32"], row["speedup_b1"])  # fmt: skip
+        print(f"{name:22}" + "".join(f"{v:10.3f}" for v in values))
+
+
+if __name__ == "__main__":
+    main()

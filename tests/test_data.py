@@ -77,3 +77,8 @@ def test_eval_transform_matches_preprocessing(tiny_data):
     x, _, _ = next(iter(data.loader(splits.val, pre, False, 4, 0)))
     assert x.shape == (4, 3, 40, 40) and -1.0 <= x.min() and x.max() <= 1.0
     assert torch.isfinite(x).all()
+
+
+def test_torchvision_dataset_not_downloaded(tmp_path):
+    with pytest.raises(SlimfgError, match="pass --download"):
+        data.load("Flowers102", dataset_root=tmp_path)

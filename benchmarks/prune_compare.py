@@ -2,6 +2,7 @@
 
 Prunes MODEL (a slimfg artifact trained with attention) with each importance, fine-tunes
 each with the same schedule on DATA, and prints val top-1, params and MACs per criterion.
+A criterion whose pruned model already exists in --out-dir is read back, not rerun.
 
 Usage: python benchmarks/prune_compare.py MODEL DATA [--keep 0.6] [--finetune ttt]
        [--importances attention,magnitude,bn] [--out-dir runs/prune_compare]
@@ -15,6 +16,7 @@ import logging
 import time
 from pathlib import Path
 
+from slimfg import artifact
 from slimfg.config import parse_lr
 from slimfg.prune import prune
 
@@ -35,9 +37,16 @@ def main() -> None:
     rows = {}
     for importance in args.importances.split(","):
         t0 = time.perf_counter()
+        path = Path(args.out_dir) / f"{importance}.safetensors"
+        if path.exists():
+            rows[importance] = {**artifact.read_meta(path)["pruning"]["report"]["after"], "reused": True}
+            rows[importance]["before_val_top1"] = artifact.read_meta(path)["pruning"]["report"]["before"][
+                "val_top1"
+            ]
+            continue
         report = prune(
             args.model,
-            str(Path(args.out_dir) / f"{importance}.safetensors"),
+            str(path),
             keep=args.keep,
             importance=importance,
             data_dir=args.data,

@@ -149,6 +149,29 @@ def ort_latency(dense: nn.Module, pruned: nn.Module, meta: dict) -> dict:
         }
 
 
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, loader, batches: int) -> None:
+    """Re-estimate BatchNorm running statistics on training images after pruning.
+
+    Removing a conv's input channels shifts its output distribution, so the next BN's
+    stored mean/variance no longer match; a few forward passes (no gradients, no weight
+    change) fix that before fine-tuning.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over the calibration batches
+    model.eval()
+    for bn in bns:
+        bn.train()
+    for i, (x, _, _) in enumerate(loader):
+        if i >= batches:
+            break
+        if x is not None:
+            model(x)
+    model.eval()
+
+
 def weights_bytes(model: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in model.state_dict().values())
 
@@ -164,6 +187,7 @@ def prune(
     finetune: str = "",
     train_options: dict | None = None,
     latency: bool = True,
+    bn_batches: int = 50,
 ) -> dict:
     """Prune a slimfg artifact, optionally fine-tune it on `data_dir`, save it; returns the report."""
     from slimfg.config import TrainConfig
@@ -196,6 +220,9 @@ def prune(
     meta = {**meta, "pruning": {"keep": keep, "importance": importance, "global": global_pruning,
                                 "round_to": round_to, "history": history}}  # fmt: skip
     log.info("pruned with %s importance in %.1f s", importance, time.perf_counter() - t0)
+    if data_dir and bn_batches and keep < 1.0:
+        loader = data.loader(data.load(data_dir).train, meta["preprocessing"], True, 32, 2)
+        recalibrate_bn(model, loader, bn_batches)
     if finetune:
         run = out.with_name(out.stem + "_finetune")
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -270,6 +270,19 @@ def rank(model: str, keep: float, round_to: int, out_dir: str | None) -> None:
 @click.option("--lr", default=None, help=LR_HELP)
 @click.option("--workers", type=int, default=2, show_default=True, help="Data loader worker processes.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Fine-tune seed.")
+@click.option(
+    "--bn-batches",
+    type=int,
+    default=50,
+    show_default=True,
+    help="Batches of --data used to re-estimate BatchNorm statistics after pruning (0 = off).",
+)
+@click.option(
+    "--latency/--no-latency",
+    default=True,
+    show_default=True,
+    help="Measure ONNX Runtime CPU latency at batch 1 and 32 before and after.",
+)
 def prune(
     model: str,
     out: str,
@@ -283,6 +296,8 @@ def prune(
     lr: str | None,
     workers: int,
     seed: int,
+    bn_batches: int,
+    latency: bool,
 ) -> None:
     """Remove the lowest-ranked channels of MODEL with dependency-aware structured pruning
     (torch-pruning), optionally fine-tune, and report params, MACs and accuracy."""
@@ -295,8 +310,9 @@ def prune(
         "lr": parse_lr(lr) if lr is not None else dict(DEFAULT_LR),
     }
     report = run_prune(
-        model, out, keep, importance, global_pruning, round_to or None, data_dir, finetune, options
-    )
+        model, out, keep, importance, global_pruning, round_to or None, data_dir, finetune, options,
+        latency, bn_batches,
+    )  # fmt: skip
     before, after = report["before"], report["after"]
     click.echo(f"{'':14}{'before':>14}{'after':>14}{'ratio':>8}")
     for key in ("params", "macs", "weights_bytes", "val_top1", "latency_b1_s", "latency_b32_s"):

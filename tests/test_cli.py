@@ -10,6 +10,7 @@ from safetensors.torch import save_file
 
 from slimfg import artifact, models
 from slimfg.cli import main
+from slimfg.config import DEFAULT_LR
 
 FAST = [
     "--arch",
@@ -114,7 +115,7 @@ def test_recipe_defaults_and_flag_override(tmp_path, tiny_data):
     assert result.exit_code == 0, result.output
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())
     assert cfg["schedule"] == "f"  # flag wins
-    assert cfg["lr"]["f"] == 0.01 and cfg["lr"]["a"] == 1e-2  # recipe value, default for the rest
+    assert cfg["lr"]["f"] == 0.01 and cfg["lr"]["a"] == DEFAULT_LR["a"]  # recipe value, default for the rest
     assert cfg["image_size"] == 32  # FAST passes --image-size 32 explicitly, over the recipe's 40
 
 

@@ -45,10 +45,6 @@ class AttentionImportance(tp.importance.Importance):
         return total / count.clamp(min=1)
 
 
-def needs_data(name: str) -> bool:
-    return name == "taylor"
-
-
 IMPORTANCES = {
     "attention": AttentionImportance,
     "magnitude": lambda _: tp.importance.GroupMagnitudeImportance(p=2),

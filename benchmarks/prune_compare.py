@@ -39,10 +39,12 @@ def main() -> None:
         t0 = time.perf_counter()
         path = Path(args.out_dir) / f"{importance}.safetensors"
         if path.exists():
-            rows[importance] = {**artifact.read_meta(path)["pruning"]["report"]["after"], "reused": True}
-            rows[importance]["before_val_top1"] = artifact.read_meta(path)["pruning"]["report"]["before"][
-                "val_top1"
-            ]
+            report = artifact.read_meta(path)["pruning"]["report"]
+            rows[importance] = {
+                **report["after"],
+                "before_val_top1": report["before"]["val_top1"],
+                "reused": True,
+            }
             continue
         report = prune(
             args.model,

@@ -57,11 +57,6 @@ def parameters(model: nn.Module) -> list[nn.Parameter]:
     return [m.attention for m in modules(model).values()]
 
 
-def mode_of(model: nn.Module) -> str | None:
-    found = modules(model)
-    return next(iter(found.values())).mode if found else None
-
-
 def fold(model: nn.Module) -> nn.Module:
     """Bake W * a into the conv weights and remove the attention parameters."""
     for conv in convs(model).values():

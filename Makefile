@@ -15,13 +15,13 @@ demo: $(STAMP)
 	$(BIN)/slimfg demo
 
 test: $(STAMP)
-	$(BIN)/ruff check slimfg tests benchmarks scripts
-	$(BIN)/ruff format --check slimfg tests benchmarks scripts
+	$(BIN)/ruff check slimfg tests benchmarks scripts examples
+	$(BIN)/ruff format --check slimfg tests benchmarks scripts examples
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check --fix slimfg tests benchmarks scripts
-	$(BIN)/ruff format slimfg tests benchmarks scripts
+	$(BIN)/ruff check --fix slimfg tests benchmarks scripts examples
+	$(BIN)/ruff format slimfg tests benchmarks scripts examples
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

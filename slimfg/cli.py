@@ -36,7 +36,9 @@ class Group(click.Group):
 def main() -> None:
     """Adapt a pretrained CNN to a fine-grained task with per-filter attention, then
     rank, prune and export it."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    # slimfg's own progress at INFO; libraries (onnxscript, onnx_ir, ...) only warnings.
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    log.setLevel(logging.INFO)
 
 
 def _apply_recipe(ctx: click.Context, _param, value):
@@ -131,6 +133,17 @@ LR_HELP = (
 )
 @click.option("--download", is_flag=True, help="Download a torchvision dataset named as DATA.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last complete epoch.")
+@click.option("--teacher", default=None, help="A slimfg model to distil from (see --distill).")
+@click.option(
+    "--distill",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Weight in [0, 1] of the distillation loss against --teacher (0 = off).",
+)
+@click.option(
+    "--distill-temperature", type=float, default=2.0, show_default=True, help="Distillation temperature."
+)
 def train(data: str, **options) -> None:
     """Train a CNN on DATA with per-filter attention and a phase schedule.
 
@@ -278,6 +291,14 @@ def rank(model: str, keep: float, round_to: int, out_dir: str | None) -> None:
     help="Batches of --data used to re-estimate BatchNorm statistics after pruning (0 = off).",
 )
 @click.option(
+    "--distill",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Fine-tune with knowledge distillation from the unpruned MODEL: weight of the soft-target "
+    "loss in [0, 1] (0 = plain cross-entropy).",
+)
+@click.option(
     "--latency/--no-latency",
     default=True,
     show_default=True,
@@ -297,6 +318,7 @@ def prune(
     workers: int,
     seed: int,
     bn_batches: int,
+    distill: float,
     latency: bool,
 ) -> None:
     """Remove the lowest-ranked channels of MODEL with dependency-aware structured pruning
@@ -308,6 +330,7 @@ def prune(
         "workers": workers,
         "seed": seed,
         "lr": parse_lr(lr) if lr is not None else dict(DEFAULT_LR),
+        "distill": distill,
     }
     report = run_prune(
         model, out, keep, importance, global_pruning, round_to or None, data_dir, finetune, options,
@@ -321,3 +344,155 @@ def prune(
             fmt = "{:14,d}" if isinstance(b, int) else "{:14.4f}"
             click.echo(f"{key:14}{fmt.format(b)}{fmt.format(a)}{a / b:8.3f}")
     click.echo(f"wrote {out}")
+
+
+def _batch_profile(_ctx, _param, value: str) -> tuple[int, int, int]:
+    try:
+        lo, opt, hi = (int(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected min,opt,max batch sizes, got {value!r}") from None
+    if not 1 <= lo <= opt <= hi:
+        raise click.BadParameter(f"need 1 <= min <= opt <= max, got {value!r}")
+    return lo, opt, hi
+
+
+@main.command()
+@click.argument("model", type=click.Path())
+@click.option(
+    "--format",
+    "fmt",
+    default="onnx",
+    show_default=True,
+    help="onnx (fp32), onnx-int8 (ONNX Runtime static QDQ), trt (TensorRT engine) or openvino (IR).",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    help="Output file (default: next to MODEL: .onnx, _int8.onnx, .engine or .xml).",
+)
+@click.option(
+    "--data", "data_dir", help="Dataset whose val images verify the export (default: bundled sample)."
+)
+@click.option("--calib", help="Dataset whose train images calibrate int8 (onnx-int8, trt --int8).")
+@click.option("--calib-images", type=int, default=256, show_default=True, help="Calibration images.")
+@click.option("--verify-images", type=int, default=32, show_default=True, help="Real images to verify on.")
+@click.option(
+    "--min-agreement",
+    type=float,
+    default=0.9,
+    show_default=True,
+    help="int8/trt: fail when top-1 agreement with fp32 on the verification images is below this.",
+)
+@click.option("--static-batch", type=int, default=None, help="Fix the batch dimension (default: dynamic).")
+@click.option("--fp16", is_flag=True, help="trt: build an fp16 engine.")
+@click.option("--int8", is_flag=True, help="trt: build an int8 engine from the Q/DQ ONNX (needs --calib).")
+@click.option(
+    "--batch",
+    default="1,8,32",
+    show_default=True,
+    callback=_batch_profile,
+    help="trt: optimisation profile min,opt,max batch.",
+)
+def export(
+    model,
+    fmt,
+    out,
+    data_dir,
+    calib,
+    calib_images,
+    verify_images,
+    min_agreement,
+    static_batch,
+    fp16,
+    int8,
+    batch,
+) -> None:
+    """Export MODEL (a slimfg .safetensors) to a deployable format, verified against
+    PyTorch (or ONNX Runtime) on real images; the numbers are printed and stored."""
+    from slimfg.exporters import SUFFIX, ExportOptions
+    from slimfg.exporters import export as run_export
+
+    if static_batch is not None and static_batch < 1:
+        raise SlimfgError(f"--static-batch must be >= 1, got {static_batch}")
+    if out is None and fmt in SUFFIX:
+        out = str(Path(model).with_suffix("")) + ("_int8" if fmt == "onnx-int8" else "") + SUFFIX[fmt]
+    options = ExportOptions(
+        data=data_dir, calib=calib, calib_images=calib_images, verify_images=verify_images,
+        static_batch=static_batch, fp16=fp16, int8=int8, batch=batch, min_agreement=min_agreement,
+    )  # fmt: skip
+    result = run_export(model, fmt, out or "", options)
+    v = result.verification
+    line = (
+        f"{fmt}: {result.path} ({result.bytes / 1e6:.2f} MB), vs {v.get('reference')} on {v.get('images')} "
+    )
+    line += f"real images: max abs diff {v['max_abs_diff']:.2e} (logit range {v['logit_range']:.1f}), "
+    line += f"top-1 agreement {v['top1_agreement']:.1%}"
+    if "val_top1" in v:
+        line += f"; val top-1 {v['val_top1']:.4f} (fp32 {v['val_top1_fp32']:.4f})"
+    click.echo(line)
+
+
+@main.command()
+@click.argument("models", nargs=-1, required=True, type=click.Path())
+@click.option(
+    "--formats",
+    default="onnx,onnx-int8,openvino",
+    show_default=True,
+    help="Comma-separated formats to export and time (those not installed here are skipped).",
+)
+@click.option("--data", "data_dir", help="Dataset for top-1 (val split) and int8 calibration (train split).")
+@click.option(
+    "--rounds", type=int, default=20, show_default=True, help="Paired latency rounds per batch size."
+)
+@click.option(
+    "--out", "out_dir", default="runs/bench", show_default=True, help="Folder for bench.json and bench.png."
+)
+def bench(models, formats, data_dir, rounds, out_dir) -> None:
+    """Export each slimfg MODEL to each format and measure them side by side: size,
+    params, MACs, top-1, latency p50/p90 at batch 1 and 32 (paired runs, one process)."""
+    from slimfg.bench import available_formats, table
+    from slimfg.bench import bench as run_bench
+
+    wanted = [f.strip() for f in formats.split(",") if f.strip()]
+    skipped = [f for f in wanted if f in ("openvino", "trt") and f not in available_formats()]
+    for f in skipped:
+        log.warning("skipping %s: not available on this machine", f)
+    rows = run_bench(list(models), [f for f in wanted if f not in skipped], data_dir, out_dir, rounds)
+    click.echo(table(rows))
+    click.echo(f"wrote {Path(out_dir) / 'bench.json'} and bench.png")
+
+
+@main.command()
+@click.argument("model", type=click.Path())
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--top-k", type=int, default=5, show_default=True, help="Labels to print per image.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def predict(model: str, images: tuple[str, ...], top_k: int, as_json: bool) -> None:
+    """Classify IMAGES with an exported slimfg ONNX MODEL (onnxruntime + numpy + pillow)."""
+    from PIL import UnidentifiedImageError
+
+    from slimfg.runtime import Predictor
+
+    if not model.endswith(".onnx"):
+        raise SlimfgError(f"{model} is not an ONNX file; run `slimfg export {model}` first")
+    try:
+        predictor = Predictor(model)
+    except (FileNotFoundError, ValueError) as e:
+        raise SlimfgError(str(e)) from None
+    except Exception as e:  # onnxruntime cannot parse it
+        raise SlimfgError(f"{model} is not a readable ONNX model: {str(e).splitlines()[0][:150]}") from None
+    results = {}
+    for image in images:
+        try:
+            results[image] = predictor.predict(image, top_k)
+        except (FileNotFoundError, UnidentifiedImageError, OSError) as e:
+            raise SlimfgError(f"cannot read image {image}: {e}") from None
+    if as_json:
+        click.echo(
+            json.dumps({k: [{"label": lab, "probability": p} for lab, p in v] for k, v in results.items()})
+        )
+        return
+    for image, top in results.items():
+        click.echo(image)
+        for label, p in top:
+            click.echo(f"  {p:7.2%}  {label}")

@@ -66,6 +66,11 @@ class TrainConfig:
     val_split: float = 0.0
     download: bool = False
     resume: bool = False
+    # Knowledge distillation: a slimfg artifact whose predictions the student also
+    # matches (loss = (1 - distill) * CE + distill * T^2 * KL at temperature T).
+    teacher: str | None = None
+    distill: float = 0.0
+    distill_temperature: float = 2.0
 
     def validate(self) -> None:
         bad = sorted(set(self.schedule) - set(PHASES))
@@ -78,6 +83,10 @@ class TrainConfig:
             raise SlimfgError("schedule has 'a' phases but --attention is none")
         if self.batch_size < 1 or self.workers < 0:
             raise SlimfgError("--batch-size must be >= 1 and --workers >= 0")
+        if not 0 <= self.distill <= 1 or self.distill_temperature <= 0:
+            raise SlimfgError("--distill must be in [0, 1] and --distill-temperature > 0")
+        if self.distill > 0 and not self.teacher:
+            raise SlimfgError("--distill needs --teacher MODEL")
         if self.reg != "none" and self.reg_lambda <= 0:
             raise SlimfgError(f"--reg {self.reg} needs a positive --reg-lambda")
 

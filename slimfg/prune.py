@@ -225,9 +225,12 @@ def prune(
         with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
             pruned = Path(tmp) / "pruned.safetensors"
             artifact.save(pruned, model, meta)
+            options = {"image_size": size, **(train_options or {})}
+            if options.get("distill"):
+                options["teacher"] = str(model_path)
             cfg = TrainConfig(data=data_dir, out=str(run), arch=meta["arch"], weights=str(pruned),
                               schedule=finetune, attention="out" if "a" in finetune else "none",
-                              **{"image_size": size, **(train_options or {})})  # fmt: skip
+                              **options)  # fmt: skip
             model, meta = artifact.load(train(cfg))
     after = measure(model, meta)
     if latency:

@@ -94,8 +94,22 @@ def init_distributed(device_name: str) -> tuple[int, int, torch.device]:
 
 
 # ---------------------------------------------------------------- epochs
-def train_one_epoch(model, loader, optimizer, device, amp, reg, reg_lambda, scaler, show):
-    """One pass over `loader`; returns loss, accuracy, images seen, images skipped."""
+def distill_loss(logits, teacher_logits, temperature: float) -> torch.Tensor:
+    """Hinton et al.'s soft-target loss: T^2 * KL(teacher || student) at temperature T."""
+    t = temperature
+    return nn.functional.kl_div(
+        nn.functional.log_softmax(logits.float() / t, 1),
+        nn.functional.log_softmax(teacher_logits.float() / t, 1),
+        reduction="batchmean",
+        log_target=True,
+    ) * (t * t)
+
+
+def train_one_epoch(model, loader, optimizer, device, amp, reg, reg_lambda, scaler, show, teacher=None):
+    """One pass over `loader`; returns loss, accuracy, images seen, images skipped.
+
+    `teacher` is (model, alpha, temperature) for knowledge distillation, or None.
+    """
     inner = model.module if hasattr(model, "module") else model
     total_loss, correct, seen, skipped = 0.0, 0, 0, 0
     for x, y, n_bad in tqdm(loader, desc="train", leave=False, disable=None if show else True):
@@ -106,6 +120,11 @@ def train_one_epoch(model, loader, optimizer, device, amp, reg, reg_lambda, scal
         with autocast(device, amp):
             logits = model(x)
             loss = nn.functional.cross_entropy(logits, y)
+            if teacher is not None:
+                t_model, alpha, temperature = teacher
+                with torch.no_grad():
+                    t_logits = t_model(x)
+                loss = (1 - alpha) * loss + alpha * distill_loss(logits, t_logits, temperature)
         if reg != "none":
             loss = loss + reg_lambda * attention.regulariser(inner, reg)
         optimizer.zero_grad(set_to_none=True)
@@ -226,6 +245,15 @@ def train(cfg: TrainConfig) -> Path:
         attention.attach(model, cfg.attention, cfg.attention_init)
     start, history = _restore(run, model, cfg) if cfg.resume else (0, [])
     model.to(device)
+    teacher = None
+    if cfg.distill > 0:
+        t_model, t_meta = artifact.load(cfg.teacher)
+        if t_meta["num_classes"] != len(splits.classes):
+            raise SlimfgError(
+                f"--teacher {cfg.teacher} predicts {t_meta['num_classes']} classes, the data has "
+                f"{len(splits.classes)}"
+            )
+        teacher = (t_model.eval().requires_grad_(False).to(device), cfg.distill, cfg.distill_temperature)
     amp = "none" if device.type != "cuda" else ("bf16" if cfg.amp == "auto" else cfg.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
     main = rank == 0
@@ -261,7 +289,7 @@ def train(cfg: TrainConfig) -> Path:
         reg = cfg.reg if phase == "a" else "none"
         t0 = time.perf_counter()
         loss, correct, seen, skipped = train_one_epoch(
-            net, train_loader, optimizer, device, amp, reg, cfg.reg_lambda, scaler, main
+            net, train_loader, optimizer, device, amp, reg, cfg.reg_lambda, scaler, main, teacher
         )
         seconds = time.perf_counter() - t0
         if world > 1:

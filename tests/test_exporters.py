@@ -1,13 +1,45 @@
 import json
+import subprocess
+import sys
 
+import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from click.testing import CliRunner
+from PIL import Image
 
-from slimfg import models
+from slimfg import artifact, data, models
+from slimfg.cli import main
 from slimfg.errors import SlimfgError
-from slimfg.exporters import EXPORTERS, export_onnx
+from slimfg.exporters import EXPORTERS, ExportOptions, export, export_onnx
+from slimfg.exporters.onnx import read_metadata
+from slimfg.runtime import Predictor, preprocess
+
+SAMPLE_IMAGES = sorted((data.SAMPLE / "val").glob("*/*.jpg"))[::8]  # one per class
+
+
+@pytest.fixture(scope="session")
+def imagenet_lite0(tmp_path_factory):
+    """Lite0 with its real ImageNet head (1000 classes) at 96 px: real, confident predictions."""
+    path = tmp_path_factory.mktemp("lite0") / "lite0.safetensors"
+    model = models.build("tf_efficientnet_lite0", 1000, "imagenet").eval()
+    meta = {
+        "arch": "tf_efficientnet_lite0",
+        "num_classes": 1000,
+        "classes": [f"imagenet-{i}" for i in range(1000)],
+        "preprocessing": models.preprocessing("tf_efficientnet_lite0", 96),
+    }
+    artifact.save(path, model, meta)
+    return path
+
+
+@pytest.fixture(scope="session")
+def lite0_onnx(imagenet_lite0):
+    out = imagenet_lite0.with_name("lite0.onnx")
+    export(str(imagenet_lite0), "onnx", str(out))
+    return out
 
 
 def test_onnx_export_verified_with_metadata(tmp_path):
@@ -19,14 +51,22 @@ def test_onnx_export_verified_with_metadata(tmp_path):
         "preprocessing": models.preprocessing("resnet18", 48),
     }
     result = export_onnx(model, meta, tmp_path / "m.onnx", torch.randn(3, 3, 48, 48))
-    assert result.max_abs_diff <= 1e-4 * result.logit_range and result.top1_agreement == 1.0
+    v = result.verification
+    assert v["max_abs_diff"] <= 1e-4 * v["logit_range"] and v["top1_agreement"] == 1.0
     proto = onnx.load(tmp_path / "m.onnx")
     props = {p.key: p.value for p in proto.metadata_props}
     assert json.loads(props["classes"]) == list("abcd") and json.loads(props["preprocessing"])["size"] == 48
+    assert json.loads(props["verification"])["top1_agreement"] == 1.0
     assert proto.opset_import[0].version >= 17
     session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     assert session.run(None, {"input": torch.randn(5, 3, 48, 48).numpy()})[0].shape == (5, 4)  # dynamic batch
-    assert "onnx" in EXPORTERS
+    assert set(EXPORTERS) == {"onnx", "onnx-int8", "trt", "openvino"}
+
+
+def test_static_batch(imagenet_lite0, tmp_path):
+    result = export(str(imagenet_lite0), "onnx", str(tmp_path / "s.onnx"), ExportOptions(static_batch=4))
+    shape = onnx.load(result.path).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in shape] == [4, 3, 96, 96]
 
 
 def test_failed_verification_writes_nothing(tmp_path):
@@ -40,3 +80,168 @@ def test_failed_verification_writes_nothing(tmp_path):
     with pytest.raises(SlimfgError, match="does not match PyTorch"):
         export_onnx(Flaky(), meta, tmp_path / "m.onnx", torch.randn(4, 3, 8, 8))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_int8_export_verified(imagenet_lite0, lite0_onnx, tmp_path):
+    out = tmp_path / "q.onnx"
+    # ImageNet classes on flower photos are low-confidence calls, so int8 may flip a few.
+    options = ExportOptions(calib=str(data.SAMPLE), calib_images=64, min_agreement=0.75)
+    v = export(str(imagenet_lite0), "onnx-int8", str(out), options).verification
+    assert v["top1_agreement"] >= 0.75 and v["calib_images"] == 64
+    assert 0 <= v["val_top1"] <= 1 and v["reference"] == "onnx fp32"
+    proto = onnx.load(out)
+    ops = {n.op_type for n in proto.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    props = read_metadata(out)
+    assert json.loads(props["quantization"])["format"] == "QDQ" and "classes" in props
+    assert out.stat().st_size < 0.4 * lite0_onnx.stat().st_size  # int8 weights
+    assert [p.name for p in tmp_path.iterdir()] == ["q.onnx"]  # no temp files left
+
+
+def test_openvino_export_verified(imagenet_lite0, tmp_path):
+    pytest.importorskip("openvino")
+    out = tmp_path / "m.xml"
+    v = export(str(imagenet_lite0), "openvino", str(out)).verification
+    assert v["top1_agreement"] == 1.0 and v["reference"] == "onnxruntime"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.bin", "m.xml", "m.xml.json"]
+    side = json.loads((tmp_path / "m.xml.json").read_text())
+    assert side["classes"][0] == "imagenet-0" and side["export"]["format"] == "openvino"
+
+
+def _tensorrt_with_cuda() -> bool:
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(_tensorrt_with_cuda(), reason="TensorRT and a GPU are present: the build test runs")
+def test_trt_error_path(imagenet_lite0, tmp_path):
+    result = CliRunner().invoke(
+        main, ["export", str(imagenet_lite0), "--format", "trt", "--out", str(tmp_path / "m.engine")]
+    )
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "slimfg[trt]" in lines[0] and "GPU" in lines[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not _tensorrt_with_cuda(), reason="needs tensorrt and a CUDA GPU")
+def test_trt_engine_builds_and_matches(imagenet_lite0, tmp_path):
+    v = export(str(imagenet_lite0), "trt", str(tmp_path / "m.engine")).verification
+    assert v["top1_agreement"] == 1.0 and v["max_abs_diff"] <= 1e-3 * v["logit_range"]
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["unknown format", "int8 without calib", "unwritable path", "not slimfg", "missing model"],
+)
+def test_export_bad_input(case, imagenet_lite0, tmp_path):
+    model, out, extra = str(imagenet_lite0), tmp_path / "out.onnx", []
+    if case == "unknown format":
+        extra, fragment = ["--format", "onxx"], "did you mean 'onnx'"
+    elif case == "int8 without calib":
+        extra, fragment = ["--format", "onnx-int8"], "--calib"
+    elif case == "unwritable path":
+        (tmp_path / "file").write_text("x")
+        out, fragment = tmp_path / "file" / "out.onnx", "not a writable folder"
+    elif case == "not slimfg":
+        model = str(tmp_path / "x.safetensors")
+        (tmp_path / "x.safetensors").write_bytes(b"not a model")
+        fragment = "x.safetensors"
+    else:
+        model, fragment = str(tmp_path / "nope.safetensors"), "not found"
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = CliRunner().invoke(main, ["export", model, "--out", str(out), *extra])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0], lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+
+
+def test_preprocess_matches_training_transform():
+    pre = models.preprocessing("tf_efficientnet_lite0", 96)
+    for path in SAMPLE_IMAGES[:4]:
+        with Image.open(path) as img:
+            want = data.transforms(pre, train=False)(img.convert("RGB")).numpy()
+            got = preprocess(img, pre)
+        assert got.shape == want.shape and np.abs(got - want).max() < 1e-5
+
+
+def test_predictor_top5_matches_pytorch(imagenet_lite0, lite0_onnx):
+    model, meta = artifact.load(imagenet_lite0)
+    transform = data.transforms(meta["preprocessing"], train=False)
+    x = torch.stack([transform(Image.open(p).convert("RGB")) for p in SAMPLE_IMAGES])
+    with torch.no_grad():
+        want = model.eval()(x).softmax(1).topk(5, dim=1)
+    got = Predictor(lite0_onnx).predict_batch(SAMPLE_IMAGES, k=5)
+    for row, idx, probs in zip(got, want.indices, want.values, strict=True):
+        assert [label for label, _ in row] == [meta["classes"][i] for i in idx]
+        assert np.allclose([p for _, p in row], probs.numpy(), atol=1e-4)
+
+
+def test_predictor_never_imports_torch(lite0_onnx):
+    code = (
+        "import sys; from slimfg.runtime import Predictor; "
+        f"top = Predictor({str(lite0_onnx)!r}).predict({str(SAMPLE_IMAGES[0])!r}, k=3); "
+        "assert len(top) == 3, top; "
+        "bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.')]; "
+        "assert not bad, bad; print('ok')"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_predict_cli(lite0_onnx, imagenet_lite0, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(
+        main, ["predict", str(lite0_onnx), str(SAMPLE_IMAGES[0]), "--top-k", "2", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    top = json.loads(result.output)[str(SAMPLE_IMAGES[0])]
+    assert len(top) == 2 and top[0]["probability"] >= top[1]["probability"]
+    assert top == [
+        {"label": lab, "probability": p} for lab, p in Predictor(lite0_onnx).predict(SAMPLE_IMAGES[0], 2)
+    ]
+    for args, fragment in [
+        ([str(imagenet_lite0), str(SAMPLE_IMAGES[0])], "slimfg export"),
+        ([str(lite0_onnx), str(tmp_path / "missing.jpg")], "cannot read image"),
+    ]:
+        result = runner.invoke(main, ["predict", *args])
+        assert result.exit_code == 2 and result.output.startswith("error:") and fragment in result.output
+
+
+def test_bench_table_json_and_plot(imagenet_lite0, tmp_path):
+    result = CliRunner().invoke(
+        main,
+        [
+            "bench",
+            str(imagenet_lite0),
+            "--formats",
+            "onnx,onnx-int8",
+            "--rounds",
+            "2",
+            "--out",
+            str(tmp_path),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
+    assert [r["format"] for r in rows] == ["onnx", "onnx-int8"]
+    for r in rows:
+        assert r["b1_p50_s"] > 0 and r["b32_p90_s"] >= r["b32_p50_s"] and r["macs"] > 0
+    assert rows[1]["bytes"] < rows[0]["bytes"]
+    assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
+    assert "lite0 onnx-int8" in result.output
+
+
+def test_example_app_embeds_the_onnx_model(lite0_onnx):
+    proc = subprocess.run(
+        [sys.executable, "examples/classify.py", str(lite0_onnx), str(SAMPLE_IMAGES[0])],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    label, _ = Predictor(lite0_onnx).predict(SAMPLE_IMAGES[0], k=1)[0]
+    assert proc.stdout.splitlines()[1].split()[-1] == label

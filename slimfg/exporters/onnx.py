@@ -1,7 +1,8 @@
 """PyTorch -> ONNX (opset 18, dynamic batch), simplified, verified against PyTorch.
 
-The consumer-facing metadata (classes, preprocessing, arch, pruning summary) travels in
-the model's `metadata_props`, so an app needs nothing but the .onnx file.
+The consumer-facing metadata (classes, preprocessing, arch, pruning summary and the
+verification numbers) travels in the model's `metadata_props`, so an app needs nothing
+but the .onnx file. ONNX is the hub every other exporter starts from.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,55 +18,64 @@ from torch import nn
 import slimfg
 from slimfg.artifact import atomic_path
 from slimfg.errors import SlimfgError
+from slimfg.exporters.common import ExportResult, compare, ort_runner
 
 log = logging.getLogger("slimfg")
 # The dynamo exporter emits opset 18 natively; asking it for 17 goes through the ONNX
 # version converter, which has no Pad adapter and silently produced a wrong lite0
 # graph (max logit error 37) in our tests.
 OPSET = 18
-
-
-@dataclass
-class ExportResult:
-    path: Path
-    format: str
-    bytes: int
-    max_abs_diff: float
-    logit_range: float
-    top1_agreement: float
+# Verification bar: max |ORT - PyTorch| <= RTOL x the logit range, and the same top-1.
+RTOL = 1e-4
 
 
 def onnx_metadata(meta: dict) -> dict[str, str]:
     pruning = meta.get("pruning") or {}
+    report = pruning.get("report") or {}
+    summary = {k: pruning[k] for k in ("keep", "importance", "round_to") if k in pruning}
+    for key in ("params", "macs"):
+        if key in report.get("after", {}):
+            summary[f"{key}_ratio"] = round(report["after"][key] / report["before"][key], 4)
     return {
         "slimfg_version": slimfg.__version__,
         "arch": meta["arch"],
         "classes": json.dumps(meta["classes"]),
         "preprocessing": json.dumps(meta["preprocessing"]),
-        "pruning": json.dumps({k: pruning[k] for k in ("keep", "importance") if k in pruning}),
+        "pruning": json.dumps(summary),
     }
 
 
-def export_onnx(model: nn.Module, meta: dict, path: str | Path, inputs: torch.Tensor) -> ExportResult:
-    """Export, simplify with onnxslim, check, and compare with PyTorch on `inputs`."""
-    import numpy as np
+def set_metadata(proto, props: dict[str, str]) -> None:
+    """Replace `proto.metadata_props` with `props`."""
+    del proto.metadata_props[:]
+    for key, value in props.items():
+        proto.metadata_props.add(key=key, value=value)
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
     import onnx
-    import onnxruntime as ort
+
+    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
+def to_proto(model: nn.Module, meta: dict, inputs: torch.Tensor, static_batch: int | None = None):
+    """The simplified, checked ONNX graph of `model` (dynamic batch unless `static_batch`)."""
+    import onnx
     import onnxslim
 
-    path = Path(path)
-    model = model.eval().cpu()
+    example = inputs[:1] if static_batch is None else inputs[:1].expand(static_batch, -1, -1, -1)
+    dynamic = None if static_batch else ({0: torch.export.Dim("batch", min=1, max=1024)},)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             program = torch.onnx.export(
-                model,
-                (inputs[:1],),
+                model.eval().cpu(),
+                (example.contiguous(),),
                 dynamo=True,
                 opset_version=OPSET,
                 input_names=["input"],
                 output_names=["logits"],
-                dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},),
+                dynamic_shapes=dynamic,
                 verbose=False,
             )
         except Exception as e:  # torch.export refuses the model: report, do not write
@@ -74,20 +83,39 @@ def export_onnx(model: nn.Module, meta: dict, path: str | Path, inputs: torch.Te
                 f"cannot export {meta['arch']} to ONNX: {str(e).splitlines()[0][:200]}"
             ) from None
     proto = onnxslim.slim(program.model_proto)
-    for key, value in onnx_metadata(meta).items():
-        proto.metadata_props.add(key=key, value=value)
+    set_metadata(proto, onnx_metadata(meta))
     onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+def export_onnx(
+    model: nn.Module, meta: dict, path: str | Path, inputs: torch.Tensor, static_batch: int | None = None
+) -> ExportResult:
+    """Export, simplify with onnxslim, check, and compare with PyTorch on `inputs` (real
+    images); the numbers are stored in the file's metadata under `verification`."""
+    import onnx
+
+    path = Path(path)
+    proto = to_proto(model, meta, inputs, static_batch)
+    if static_batch:
+        inputs = inputs[:static_batch]
+        if len(inputs) < static_batch:
+            raise SlimfgError(
+                f"need {static_batch} verification images for --static-batch, got {len(inputs)}"
+            )
     with atomic_path(path) as tmp:
         onnx.save(proto, str(tmp))
-        session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-        got = session.run(None, {"input": inputs.numpy()})[0]
+        got = ort_runner(tmp)(inputs.numpy())
         with torch.no_grad():
-            want = model(inputs).numpy()
-        diff = float(np.abs(got - want).max())
-        scale = float(want.max() - want.min())
-        agree = float((got.argmax(1) == want.argmax(1)).mean())
-        if diff > 1e-4 * max(scale, 1.0) or agree < 1.0:
+            want = model.eval().cpu()(inputs).numpy()
+        check = compare(got, want)
+        if check["max_abs_diff"] > RTOL * max(check["logit_range"], 1.0) or check["top1_agreement"] < 1.0:
             raise SlimfgError(
-                f"ONNX export does not match PyTorch (max diff {diff:.2e}, top-1 agreement {agree:.1%})"
+                f"ONNX export does not match PyTorch (max diff {check['max_abs_diff']:.2e}, "
+                f"top-1 agreement {check['top1_agreement']:.1%})"
             )
-    return ExportResult(path, "onnx", path.stat().st_size, diff, scale, agree)
+        check["reference"] = "pytorch"
+        props = {p.key: p.value for p in proto.metadata_props}
+        set_metadata(proto, {**props, "verification": json.dumps(check)})
+        onnx.save(proto, str(tmp))
+    return ExportResult(path, "onnx", path.stat().st_size, check)

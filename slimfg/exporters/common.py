@@ -1,0 +1,116 @@
+"""What every exporter shares: the result record, real images to verify on, ONNX Runtime
+helpers and the checks that run before anything is written."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Subset
+
+from slimfg.errors import SlimfgError
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    format: str
+    bytes: int
+    verification: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "path": str(self.path)}
+
+
+def check_writable(path: str | Path) -> Path:
+    """One-line error before any work if `path` cannot be written (atomic writes need its folder)."""
+    path = Path(path)
+    parent = path.parent
+    while not parent.exists():  # the first existing ancestor decides whether we can create folders
+        parent = parent.parent
+    if path.is_dir():
+        raise SlimfgError(f"{path} is a folder; give a file path")
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise SlimfgError(f"cannot write {path}: {parent} is not a writable folder")
+    return path
+
+
+def real_images(meta: dict, data_dir: str | None, n: int = 32, split: str = "val", seed: int = 0):
+    """`n` preprocessed images (and labels) of DATA's `split`, spread over the whole split;
+    the bundled sample when no DATA is given. Returns (x, y) tensors."""
+    from slimfg import data
+
+    splits = data.load(str(data_dir or data.SAMPLE))
+    dataset = {"val": splits.val, "train": splits.train}[split] or splits.train
+    if dataset is None or len(dataset) == 0:
+        raise SlimfgError(f"{data_dir} has no images to verify or calibrate with")
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n]
+    loader = data.loader(Subset(dataset, order.tolist()), meta["preprocessing"], False, 64, 0)
+    xs, ys = zip(*[(x, y) for x, y, _ in loader if x is not None], strict=True)
+    return torch.cat(xs), torch.cat(ys)
+
+
+def eval_batches(meta: dict, data_dir: str, batch_size: int = 64, workers: int = 2):
+    """(images, labels) numpy batches of DATA's val split with the model's preprocessing."""
+    from slimfg import data
+
+    splits = data.load(str(data_dir))
+    if splits.val is None:
+        raise SlimfgError(f"{data_dir} has no val/ split to measure accuracy on")
+    for x, y, _ in data.loader(splits.val, meta["preprocessing"], False, batch_size, workers):
+        if x is not None:
+            yield x.numpy(), y.numpy()
+
+
+def accuracy(run, batches) -> dict:
+    """Top-1 of `run` (numpy batch -> logits) over (images, labels) batches."""
+    hits = seen = 0
+    for x, y in batches:
+        hits += int((run(x).argmax(1) == y).sum())
+        seen += len(y)
+    return {"top1": hits / max(seen, 1), "images": seen}
+
+
+def compare(got: np.ndarray, want: np.ndarray) -> dict:
+    """Max abs difference, the reference's logit range and top-1 agreement."""
+    return {
+        "max_abs_diff": float(np.abs(got - want).max()),
+        "logit_range": float(want.max() - want.min()),
+        "top1_agreement": float((got.argmax(1) == want.argmax(1)).mean()),
+        "images": int(len(want)),
+    }
+
+
+def ort_runner(path: str | Path, threads: int | None = None):
+    """numpy batch -> logits through an ONNX Runtime CPU session."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+
+def sidecar(path: Path) -> Path:
+    """Formats without a metadata slot (engine, IR) get `<file>.json` next to them."""
+    return path.with_name(path.name + ".json")
+
+
+def write_sidecar(path: Path, meta_props: dict, result: ExportResult) -> None:
+    from slimfg.artifact import write_text
+
+    doc = {**{k: _maybe_json(v) for k, v in meta_props.items()}, "export": result.to_json()}
+    write_text(sidecar(path), json.dumps(doc, indent=2) + "\n")
+
+
+def _maybe_json(value: str):
+    try:
+        return json.loads(value)
+    except (TypeError, ValueError):
+        return value

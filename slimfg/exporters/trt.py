@@ -1,0 +1,131 @@
+"""TensorRT engine from the ONNX hub with the TensorRT Python API.
+
+TensorRT 10 and 11 differ in how precision is chosen (NVIDIA's migration guide):
+- TensorRT 10: fp16 through `BuilderFlag.FP16` on a weakly typed network;
+- TensorRT 11: networks are always strongly typed and the precision flags are gone, so
+  fp16 comes from an ONNX converted to mixed precision first (ModelOpt AutoCast).
+int8 is explicit quantisation in both: the Q/DQ ONNX of the onnx-int8 exporter, built as
+a strongly typed network. The optimisation profile covers the dynamic batch
+(min, opt, max). With a CUDA GPU the engine is verified against ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from slimfg.artifact import atomic_path
+from slimfg.errors import SlimfgError
+from slimfg.exporters.common import ExportResult, compare, ort_runner, real_images, write_sidecar
+from slimfg.exporters.onnx import export_onnx, read_metadata
+
+INSTALL = "pip install 'slimfg[trt]' on a machine with an NVIDIA GPU and CUDA"
+
+
+def require_tensorrt():
+    """tensorrt, or a one-line error saying what is missing (checked before any work)."""
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise SlimfgError(f"--format trt needs TensorRT and an NVIDIA GPU: {INSTALL}") from None
+    if not torch.cuda.is_available():
+        raise SlimfgError(f"--format trt needs an NVIDIA GPU with CUDA, and none is visible: {INSTALL}")
+    return trt
+
+
+def build_engine(
+    trt, onnx_path: Path, size: int, batch: tuple[int, int, int], fp16: bool, typed: bool
+) -> bytes:
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    major = int(trt.__version__.split(".")[0])
+    flags = 0
+    if typed or major >= 11:  # TensorRT 11 is always strongly typed; the flag is accepted
+        flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(onnx_path.read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise SlimfgError(f"TensorRT cannot parse the ONNX model: {errors[:300]}")
+    config = builder.create_builder_config()
+    if fp16 and not flags:
+        config.set_flag(trt.BuilderFlag.FP16)
+    profile = builder.create_optimization_profile()
+    lo, opt, hi = batch
+    profile.set_shape("input", (lo, 3, size, size), (opt, 3, size, size), (hi, 3, size, size))
+    config.add_optimization_profile(profile)
+    engine = builder.build_serialized_network(network, config)
+    if engine is None:
+        raise SlimfgError("TensorRT failed to build an engine (see the TensorRT log above)")
+    return bytes(engine)
+
+
+def to_mixed_precision(onnx_path: Path) -> Path:
+    """TensorRT 11 fp16: an fp16 ONNX (fp32 I/O) by ModelOpt AutoCast."""
+    try:
+        import modelopt.onnx.autocast as autocast
+    except ImportError:
+        raise SlimfgError(
+            "--fp16 with TensorRT 11 needs ModelOpt: pip install nvidia-modelopt[onnx]"
+        ) from None
+    import onnx
+
+    out = onnx_path.with_name("fp16.onnx")
+    onnx.save(autocast.convert_to_mixed_precision(onnx_path=str(onnx_path), low_precision_type="fp16",
+                                                  keep_io_types=True), str(out))  # fmt: skip
+    return out
+
+
+def trt_runner(engine_bytes: bytes):
+    """numpy batch -> logits through a TensorRT engine (torch CUDA tensors as buffers)."""
+    import tensorrt as trt
+
+    engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(engine_bytes)
+    context = engine.create_execution_context()
+
+    def run(x: np.ndarray) -> np.ndarray:
+        inp = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).cuda()
+        context.set_input_shape("input", tuple(inp.shape))
+        out = torch.empty(tuple(context.get_tensor_shape("logits")), dtype=torch.float32, device="cuda")
+        context.set_tensor_address("input", inp.data_ptr())
+        context.set_tensor_address("logits", out.data_ptr())
+        stream = torch.cuda.current_stream()
+        context.execute_async_v3(stream.cuda_stream)
+        stream.synchronize()
+        return out.cpu().numpy()
+
+    return run
+
+
+def export_trt(model: nn.Module, meta: dict, out: Path, options) -> ExportResult:
+    trt = require_tensorrt()
+    from slimfg.exporters.onnx_int8 import export_int8
+
+    size = meta["preprocessing"]["size"]
+    x, _ = real_images(meta, options.data, options.verify_images)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        fp32 = Path(tmp) / "model.onnx"
+        export_onnx(model, meta, fp32, x)
+        source, typed = fp32, False
+        if options.int8:
+            source, typed = Path(tmp) / "int8.onnx", True
+            export_int8(model, meta, source, options)
+        elif options.fp16 and int(trt.__version__.split(".")[0]) >= 11:
+            source, typed = to_mixed_precision(fp32), True
+        engine = build_engine(trt, source, size, options.batch, options.fp16, typed)
+        check = compare(trt_runner(engine)(x.numpy()), ort_runner(fp32)(x.numpy()))
+        check["reference"] = "onnxruntime fp32"
+        check["precision"] = "int8" if options.int8 else "fp16" if options.fp16 else "fp32"
+        if check["top1_agreement"] < options.min_agreement:
+            raise SlimfgError(
+                f"TensorRT engine agrees with ONNX Runtime on only {check['top1_agreement']:.1%}"
+            )
+        with atomic_path(out) as tmp_out:
+            tmp_out.write_bytes(engine)
+        result = ExportResult(out, "trt", len(engine), check)
+        write_sidecar(out, read_metadata(fp32), result)
+    return result

@@ -6,7 +6,7 @@ the per-round ratios for:
   a_vs_t  attention step (train `out` attention, convs frozen) / plain full fine-tune step
   t_attached_vs_plain / f_attached_vs_plain  the same phase with and without attention
           attached (the parametrization's own cost)
-Usage: python benchmarks/attention_overhead.py [--rounds 20] [--out FILE]
+Usage: python benchmarks/attention_overhead.py [--rounds 20] [--out FILE] [--quick]
 """
 
 from __future__ import annotations
@@ -44,8 +44,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--image-size", type=int, default=160)
-    parser.add_argument("--out", default="benchmarks/results/attention_overhead.json")
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--quick", action="store_true", help="CI smoke run: 2 rounds, batch 4, 64 px")
     args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.batch_size, args.image_size = 2, 4, 64
+    args.out = args.out or f"benchmarks/results/attention_overhead{'_quick' if args.quick else ''}.json"
 
     torch.manual_seed(0)
     x = torch.randn(args.batch_size, 3, args.image_size, args.image_size)

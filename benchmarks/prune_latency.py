@@ -7,7 +7,11 @@ every variant to ONNX, and times all of them against the dense model with paired
 in one process (the variants alternate every round). Speed-up is dense/pruned latency;
 "ideal" is dense MACs / pruned MACs; efficiency = speed-up / ideal.
 
-Usage: python benchmarks/prune_latency.py MODEL [--keep 0.6] [--round-to 1,8,16]
+Variants ending in `_stem` leave the stem stage (convs above 1/4 of the input
+resolution) unpruned, slimfg's default.
+
+Usage: python benchmarks/prune_latency.py MODEL [--keep 0.6] [--round-to 1,8,16] [--protect-stem 0,1]
+       python benchmarks/prune_latency.py --quick
 """
 
 from __future__ import annotations
@@ -26,16 +30,38 @@ from slimfg.exporters import export_onnx
 from slimfg.prune import count, prune_model
 
 
+def quick_model(tmp: Path) -> str:
+    """lite0 with the bundled ImageNet weights, a 10-class head and attention scores of 1."""
+    from slimfg import attention, models
+
+    model = attention.attach(models.build(models.DEFAULT_ARCH, 10, "imagenet"), "out")
+    scores = {k: v.tolist() for k, v in attention.scores(model).items()}
+    meta = {"arch": models.DEFAULT_ARCH, "num_classes": 10, "classes": [str(i) for i in range(10)],
+            "preprocessing": models.preprocessing(models.DEFAULT_ARCH, 96),
+            "attention": {"mode": "out", "scores": scores}}  # fmt: skip
+    artifact.save(tmp / "quick.safetensors", attention.fold(model), meta)
+    return str(tmp / "quick.safetensors")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model")
+    parser.add_argument("model", nargs="?")
     parser.add_argument("--keep", type=float, default=0.6)
     parser.add_argument("--round-to", default="1,8,16")
     parser.add_argument("--importance", default="attention")
+    parser.add_argument("--protect-stem", default="0,1", help="0 = prune the stem stage too, 1 = leave it")
     parser.add_argument("--rounds-b1", type=int, default=60)
     parser.add_argument("--rounds-b32", type=int, default=12)
-    parser.add_argument("--out", default="benchmarks/results/prune_latency.json")
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--quick", action="store_true", help="CI smoke run: a generated lite0 at 96 px")
     args = parser.parse_args()
+    tmp = tempfile.TemporaryDirectory()
+    if args.quick:
+        args.model = quick_model(Path(tmp.name))
+        args.rounds_b1, args.rounds_b32, args.round_to = 2, 2, "1,16"
+    elif not args.model:
+        parser.error("MODEL is required (or --quick)")
+    args.out = args.out or f"benchmarks/results/prune_latency{'_quick' if args.quick else ''}.json"
 
     dense, meta = artifact.load(args.model)
     size = meta["preprocessing"]["size"]
@@ -46,12 +72,14 @@ def main() -> None:
         paths = {"dense": Path(tmp) / "dense.onnx"}
         export_onnx(dense, meta, paths["dense"], x)
         for r in [int(v) for v in args.round_to.split(",")]:
-            model, _ = artifact.load(args.model)
-            prune_model(model, meta, args.keep, args.importance, round_to=r if r > 1 else None)
-            name = f"keep{args.keep}_round{r}"
-            paths[name] = Path(tmp) / f"{name}.onnx"
-            export_onnx(model, meta, paths[name], x)
-            rows[name] = {**count(model, size), "round_to": r}
+            for protect in [bool(int(v)) for v in args.protect_stem.split(",")]:
+                model, _ = artifact.load(args.model)
+                prune_model(model, meta, args.keep, args.importance, round_to=r if r > 1 else None,
+                            protect_stem=protect)  # fmt: skip
+                name = f"keep{args.keep}_round{r}" + ("_stem" if protect else "")
+                paths[name] = Path(tmp) / f"{name}.onnx"
+                export_onnx(model, meta, paths[name], x)
+                rows[name] = {**count(model, size), "round_to": r, "protect_stem": protect}
         b1 = paired_latency(paths, 1, size, rounds=args.rounds_b1)
         b32 = paired_latency(paths, 32, size, rounds=args.rounds_b32)
     for name, row in rows.items():

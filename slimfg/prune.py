@@ -86,7 +86,31 @@ def count(model: nn.Module, size: int) -> dict:
     return {"params": int(params), "macs": int(macs)}
 
 
-def make_pruner(model, meta, keep, importance, global_pruning, round_to, size):
+@torch.no_grad()
+def stem_convs(model: nn.Module, size: int) -> list[nn.Module]:
+    """Convs whose output is larger than a quarter of the input resolution: the stem stage.
+
+    `--protect-stem` leaves them unpruned: they hold few MACs and every later layer
+    depends on their features. Off by default: on lite0 (160 px, keep 0.6) it raised
+    MACs from 0.39x to 0.45x and made the pruned model slower (benchmarks/prune_latency.py).
+    """
+    sizes: dict[nn.Module, int] = {}
+    hooks = [
+        m.register_forward_hook(lambda mod, _inp, out: sizes.__setitem__(mod, out.shape[-1]))
+        for m in model.modules()
+        if isinstance(m, nn.Conv2d)
+    ]
+    was_training = model.training
+    try:
+        model.eval()(example_input(size))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return [m for m, s in sizes.items() if s > size / 4]
+
+
+def make_pruner(model, meta, keep, importance, global_pruning, round_to, size, protect_stem=False):
     if not 0 < keep <= 1:
         raise SlimfgError(f"--keep must be in (0, 1], got {keep}")
     if importance not in IMPORTANCES:
@@ -102,21 +126,24 @@ def make_pruner(model, meta, keep, importance, global_pruning, round_to, size):
         # Global ranking may empty a layer that the task barely uses; keep 10% of each.
         max_pruning_ratio=0.9,
         round_to=round_to,
-        ignored_layers=[head],
+        ignored_layers=[head, *(stem_convs(model, size) if protect_stem else [])],
     )
 
 
 def prune_model(
-    model, meta, keep, importance="attention", global_pruning=False, round_to=8, taylor_batch=None
-) -> list:
+    model, meta, keep, importance="attention", global_pruning=False, round_to=16, taylor_batch=None,
+    protect_stem=False,
+) -> list:  # fmt: skip
     """Prune `model` in place; returns torch-pruning's pruning history (JSON-able)."""
     size = meta["preprocessing"]["size"]
     with torch.enable_grad():  # torch-pruning traces the graph through autograd
-        return _prune(model, meta, keep, importance, global_pruning, round_to, taylor_batch, size)
+        return _prune(
+            model, meta, keep, importance, global_pruning, round_to, taylor_batch, size, protect_stem
+        )
 
 
-def _prune(model, meta, keep, importance, global_pruning, round_to, taylor_batch, size) -> list:
-    pruner = make_pruner(model, meta, keep, importance, global_pruning, round_to, size)
+def _prune(model, meta, keep, importance, global_pruning, round_to, taylor_batch, size, protect_stem) -> list:
+    pruner = make_pruner(model, meta, keep, importance, global_pruning, round_to, size, protect_stem)
     if importance == "taylor":
         if taylor_batch is None:
             raise SlimfgError("--importance taylor needs --data (gradients on real images)")
@@ -178,12 +205,13 @@ def prune(
     keep: float = 0.6,
     importance: str = "attention",
     global_pruning: bool = False,
-    round_to: int | None = 8,
+    round_to: int | None = 16,
     data_dir: str | None = None,
     finetune: str = "",
     train_options: dict | None = None,
     latency: bool = True,
     bn_batches: int = 50,
+    protect_stem: bool = False,
 ) -> dict:
     """Prune a slimfg artifact, optionally fine-tune it on `data_dir`, save it; returns the report."""
     from slimfg.config import TrainConfig
@@ -212,13 +240,18 @@ def prune(
         loader = data.loader(data.load(data_dir).train, meta["preprocessing"], False, 32, 0)
         taylor_batch = next(iter(loader))[:2]
     t0 = time.perf_counter()
-    history = prune_model(model, meta, keep, importance, global_pruning, round_to, taylor_batch)
-    meta = {**meta, "pruning": {"keep": keep, "importance": importance, "global": global_pruning,
-                                "round_to": round_to, "history": history}}  # fmt: skip
+    history = prune_model(model, meta, keep, importance, global_pruning, round_to, taylor_batch, protect_stem)
+    record = {"keep": keep, "importance": importance, "global": global_pruning, "round_to": round_to,
+              "protect_stem": protect_stem, "history": history}  # fmt: skip
+    meta = {**meta, "pruning": record}
     log.info("pruned with %s importance in %.1f s", importance, time.perf_counter() - t0)
     if data_dir and bn_batches and keep < 1.0:
         loader = data.loader(data.load(data_dir).train, meta["preprocessing"], True, 32, 2)
         recalibrate_bn(model, loader, bn_batches)
+    pruned_val_top1 = None
+    if data_dir and finetune:  # what fine-tuning starts from
+        pruned_val_top1 = evaluate_model(model, meta, data_dir)["top1"]
+        log.info("val top-1 after pruning, before fine-tuning: %.4f", pruned_val_top1)
     if finetune:
         run = out.with_name(out.stem + "_finetune")
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -237,7 +270,7 @@ def prune(
         dense, _ = artifact.load(model_path)
         for key, value in ort_latency(dense, model, meta).items():
             before[key], after[key] = value["dense"]["median_s"], value["pruned"]["median_s"]
-    meta["pruning"]["report"] = {"before": before, "after": after}
+    meta["pruning"]["report"] = {"before": before, "after": after, "pruned_val_top1": pruned_val_top1}
     artifact.save(out, model, meta)
     for key in ("params", "macs"):
         log.info("%s: %d -> %d (%.3fx)", key, before[key], after[key], after[key] / before[key])

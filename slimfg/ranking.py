@@ -60,7 +60,7 @@ def _kept(model: nn.Module, meta: dict, keep: float, round_to: int | None) -> di
     return {n: m.out_channels for n, m in pruned.named_modules() if isinstance(m, nn.Conv2d)}
 
 
-def rank(model_path: str, keep: float = 0.6, out_dir: str | None = None, round_to: int | None = 8) -> dict:
+def rank(model_path: str, keep: float = 0.6, out_dir: str | None = None, round_to: int | None = 16) -> dict:
     """Write ranking.json and PNG plots for MODEL's attention; returns the ranking."""
     model, meta = artifact.load(model_path)
     attention_scores(model, meta)  # one-line error for a model without attention

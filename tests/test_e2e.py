@@ -93,6 +93,9 @@ def test_torchrun_two_processes_matches_one(tmp_path):
 def test_demo_runs_offline(tmp_path):
     out = tmp_path / "demo"
     proc = subprocess.run([*SLIMFG, "demo", "--out", str(out)], capture_output=True, text=True, check=True)
-    assert "val top-1" in proc.stdout
-    top1 = float(proc.stdout.split("val top-1 ")[1].split()[0])
-    assert top1 >= 0.7  # 10 flower classes, bundled ImageNet lite0, 4 epochs at 128 px
+    rows = {r["name"]: r for r in json.loads((out / "bench" / "bench.json").read_text())["rows"]}
+    assert rows["model onnx"]["top1"] >= 0.7  # 10 flower classes, bundled ImageNet lite0, 4 epochs at 128 px
+    assert rows["pruned onnx"]["macs"] < 0.45 * rows["model onnx"]["macs"]
+    assert {r["format"] for r in rows.values()} >= {"onnx", "onnx-int8"}
+    assert (out / "pruned.onnx").is_file() and (out / "pruned_int8.onnx").is_file()
+    assert "pruned onnx-int8" in proc.stdout  # the final table

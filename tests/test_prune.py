@@ -4,7 +4,7 @@ from torch import nn
 
 from slimfg import artifact, attention, models
 from slimfg.errors import SlimfgError
-from slimfg.prune import count, prune, prune_model
+from slimfg.prune import count, prune, prune_model, stem_convs
 
 SIZE = 64
 
@@ -84,6 +84,20 @@ def test_round_to_gives_multiples():
     prune_model(model, meta, keep=0.6, round_to=8)
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.out_channels > 8]
     assert convs and all(m.out_channels % 8 == 0 for m in convs[1:])
+
+
+def test_protect_stem_leaves_the_stem_stage_unpruned():
+    model, meta = attention_model("tf_efficientnet_lite0")
+    names = {m: n for n, m in model.named_modules()}
+    stem = {names[m]: m.out_channels for m in stem_convs(model, SIZE)}
+    # lite0: the stem, the first block, and the expansion conv that still runs at 1/2 resolution
+    assert set(stem) == {"conv_stem", "blocks.0.0.conv_dw", "blocks.0.0.conv_pw", "blocks.1.0.conv_pw"}
+    prune_model(model, meta, keep=0.5, protect_stem=True)
+    assert {n: model.get_submodule(n).out_channels for n in stem} == stem
+    assert model.blocks[2][0].conv_pw.out_channels < 240  # later stages are pruned
+    bare, meta = attention_model("tf_efficientnet_lite0")
+    prune_model(bare, meta, keep=0.5)  # default: the stem stage is pruned too
+    assert bare.conv_stem.out_channels < stem["conv_stem"]
 
 
 @pytest.mark.parametrize("keep", [0.0, -0.1, 1.5])

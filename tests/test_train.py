@@ -8,7 +8,7 @@ from slimfg import artifact, attention, models
 from slimfg.config import TrainConfig
 from slimfg.errors import SlimfgError
 from slimfg.evaluate import evaluate_artifact
-from slimfg.train import set_phase, train
+from slimfg.train import distill_loss, set_phase, train
 
 
 def tiny_config(data, out, **kw) -> TrainConfig:
@@ -79,9 +79,32 @@ def test_same_seed_same_result_and_refuses_to_overwrite(tiny_data, tmp_path):
         ({"schedule": "fx"}, "phase letters"),
         ({"schedule": "fa", "attention": "none"}, "'a' phases"),
         ({"reg": "l1"}, "reg-lambda"),
+        ({"distill": 0.5}, "--teacher"),
+        ({"distill": 1.5, "teacher": "x"}, "--distill must be"),
     ],
 )
 def test_bad_config(tiny_data, tmp_path, kw, message):
     with pytest.raises(SlimfgError, match=message):
         train(tiny_config(tiny_data, tmp_path / "run", **kw))
     assert not (tmp_path / "run").exists()
+
+
+def test_distill_loss_is_zero_only_for_the_teacher():
+    t = torch.randn(8, 5)
+    assert distill_loss(t, t, 2.0).abs() < 1e-6
+    assert distill_loss(torch.randn(8, 5), t, 2.0) > 0.01
+
+
+def test_distillation_pulls_the_student_toward_the_teacher(tiny_data, tmp_path):
+    """A student trained only on the teacher's soft targets (distill=1) ends closer to the
+    teacher's predictions than the same student trained on the labels alone."""
+    teacher = train(tiny_config(tiny_data, tmp_path / "teacher", schedule="ttt", attention="none"))
+    kl = {}
+    for name, kw in {"labels": {}, "distill": {"teacher": str(teacher), "distill": 1.0}}.items():
+        run = tiny_config(tiny_data, tmp_path / name, schedule="tt", attention="none", seed=7, **kw)
+        student, _ = artifact.load(train(run))
+        t_model, _ = artifact.load(teacher)
+        x = torch.randn(16, 3, 32, 32)
+        with torch.no_grad():
+            kl[name] = distill_loss(student.eval()(x), t_model.eval()(x), 1.0).item()
+    assert kl["distill"] < kl["labels"], kl

@@ -86,13 +86,12 @@ def compare(got: np.ndarray, want: np.ndarray) -> dict:
 
 
 def ort_runner(path: str | Path, threads: int | None = None):
-    """numpy batch -> logits through an ONNX Runtime CPU session."""
+    """numpy batch -> logits through an ONNX Runtime CPU session (see runtime.session_options)."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    from slimfg.runtime import session_options
+
+    session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return lambda x: session.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
 

@@ -1,0 +1,122 @@
+"""Accuracy vs MACs when pruning: keep fraction x channel importance, same fine-tune budget.
+
+Prunes MODEL (a slimfg artifact trained with attention) at every --keeps value with
+every --importances criterion, re-estimates BatchNorm statistics, fine-tunes each with
+the same schedule on the same training subset (distilled from MODEL), and evaluates on
+the full val split. keep 1.0 fine-tunes the unpruned model with the same budget, the
+fair reference. Writes benchmarks/results/prune_curve.json and prune_curve.png.
+
+Default run (~30 min on 2 CPU cores): 15 train images per class, fine-tune `t`.
+
+Usage: python benchmarks/prune_curve.py MODEL DATA [--keeps 1.0,0.8,0.6,0.4,0.3]
+       [--importances attention,magnitude,bn,random] [--finetune t] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+from _common import RESULTS, machine, subset, write_json
+
+from slimfg.config import DEFAULT_LR, TrainConfig, parse_lr
+from slimfg.prune import prune
+from slimfg.train import train
+
+log = logging.getLogger("slimfg")
+
+
+def quick_model(tmp: Path) -> tuple[str, str]:
+    """A lite0 trained `fa` for one epoch each on the bundled sample at 64 px, and the sample."""
+    from slimfg.data import SAMPLE
+
+    cfg = TrainConfig(data=str(SAMPLE), out=str(tmp / "quick"), schedule="fa", image_size=64, workers=0)
+    return str(train(cfg)), str(SAMPLE)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from slimfg.artifact import atomic_path
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for imp in dict.fromkeys(r["importance"] for r in rows):
+        pts = sorted((r["macs_ratio"], r["val_top1"]) for r in rows if r["importance"] in (imp, "none"))
+        ax.plot(*zip(*pts, strict=True), marker="o", label=imp)
+    ax.set_xlabel("MACs (fraction of the unpruned model)")
+    ax.set_ylabel("val top-1 after fine-tuning")
+    ax.set_title("pruning: accuracy vs compute, same fine-tune budget")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", nargs="?")
+    parser.add_argument("data", nargs="?")
+    parser.add_argument("--keeps", default="1.0,0.8,0.6,0.4,0.3")
+    parser.add_argument("--importances", default="attention,magnitude,bn,random")
+    parser.add_argument("--finetune", default="t")
+    parser.add_argument("--lr", default="t=1e-3")
+    parser.add_argument("--distill", type=float, default=0.9)
+    parser.add_argument("--per-class", type=int, default=15, help="fine-tune images per class (0 = all)")
+    parser.add_argument("--quick", action="store_true", help="CI smoke run on a tiny model and the sample")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    log.setLevel(logging.INFO)
+    if not args.quick and not (args.model and args.data):
+        parser.error("MODEL and DATA are required (or --quick)")
+    out = Path(args.out or (RESULTS / ("prune_curve_quick.json" if args.quick else "prune_curve.json")))
+    lr = {**DEFAULT_LR, **parse_lr(args.lr)}
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        if args.quick:
+            args.model, args.data = quick_model(tmp)
+            args.keeps, args.importances, args.per_class = "1.0,0.6", "attention,magnitude", 0
+        data = subset(args.data, tmp / "data", args.per_class or None)
+        options = {"lr": lr, "distill": args.distill, "workers": 0 if args.quick else 2}
+        for keep in [float(k) for k in args.keeps.split(",")]:
+            for importance in args.importances.split(",") if keep < 1 else ["none"]:
+                t0 = time.perf_counter()
+                report = prune(args.model, str(tmp / f"{keep}_{importance}.safetensors"), keep=keep,
+                               importance="attention" if importance == "none" else importance,
+                               data_dir=str(data), finetune=args.finetune, train_options=options,
+                               latency=False)  # fmt: skip
+                before, after = report["before"], report["after"]
+                rows.append({
+                    "keep": keep, "importance": importance, "macs": after["macs"], "params": after["params"],
+                    "macs_ratio": after["macs"] / before["macs"],
+                    "params_ratio": after["params"] / before["params"],
+                    "val_top1_unpruned": before["val_top1"],
+                    "val_top1_no_finetune": report.get("pruned_val_top1"),
+                    "val_top1": after["val_top1"], "seconds": round(time.perf_counter() - t0, 1),
+                })  # fmt: skip
+                log.info("keep %.2f %s: val top-1 %.4f (MACs %.3fx)", keep, importance, after["val_top1"],
+                         rows[-1]["macs_ratio"])  # fmt: skip
+    doc = {"machine": machine(), "model": args.model if not args.quick else "quick", "data": args.data,
+           "finetune": args.finetune, "lr": lr, "distill": args.distill, "per_class": args.per_class,
+           "rows": rows}  # fmt: skip
+    write_json(out, doc)
+    plot(rows, out.with_suffix(".png"))
+    print(f"{'keep':>6} {'importance':12}{'MACs x':>8}{'params x':>10}{'no f-t':>9}{'val top-1':>11}")
+    for r in rows:
+        no_ft = f"{r['val_top1_no_finetune']:9.4f}" if r["val_top1_no_finetune"] is not None else f"{'-':>9}"
+        print(f"{r['keep']:6.2f} {r['importance']:12}{r['macs_ratio']:8.3f}{r['params_ratio']:10.3f}{no_ft}"
+              f"{r['val_top1']:11.4f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

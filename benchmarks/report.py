@@ -1,0 +1,147 @@
+"""Generate docs/results.md from the JSON files in benchmarks/results/ (`make results`).
+
+Only formats what the benchmark scripts measured; a missing result file becomes a line
+saying which command produces it. Regenerate after re-running any benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+OUT = ROOT / "docs" / "results.md"
+
+COMMANDS = {
+    "transfer": "python benchmarks/transfer.py ../shared/data/flowers102",
+    "prune_curve": "python benchmarks/prune_curve.py runs/faaaa/model.safetensors ../shared/data/flowers102",
+    "latency": "python benchmarks/latency.py runs/faaaa/model.safetensors runs/faaaa/pruned.safetensors "
+    "--data ../shared/data/flowers102",
+    "prune_latency": "python benchmarks/prune_latency.py runs/faaaa/model.safetensors --round-to 1,8,16",
+    "attention_overhead": "python benchmarks/attention_overhead.py",
+}
+
+
+def load(name: str, results: Path = RESULTS) -> dict | None:
+    path = results / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def missing(name: str) -> list[str]:
+    return [f"_Not measured yet: run `{COMMANDS[name]}`._", ""]
+
+
+def pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def transfer(doc: dict | None) -> list[str]:
+    lines = ["## Transfer learning at one epoch budget", "", f"`{COMMANDS['transfer']}`", ""]
+    if doc is None:
+        return lines + missing("transfer")
+    lines += [
+        f"{doc['per_class'] or 'all'} train images per class, {doc['image_size']} px, {doc['epochs']} epochs, "
+        f"lite0 with ImageNet weights, batch 32, Adam, lr {doc['lr']}. Machine: {doc['machine']}.",
+        "",
+        "| method | schedule | trains (besides the head) | val top-1 per epoch | final val top-1 | test top-1 | s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in doc["results"].items():
+        curve = " ".join(f"{100 * h['val_top1']:.1f}" for h in r["history"])
+        lines.append(f"| {name} | `{r['schedule']}` | {r['trainable_params']:,} | {curve} | "
+                     f"{pct(r['final_val_top1'])} | {pct(r['test_top1'])} | {r['seconds']:.0f} |")  # fmt: skip
+    return lines + ["", "![accuracy vs epoch](../benchmarks/results/transfer.png)", ""]
+
+
+def prune_curve(doc: dict | None) -> list[str]:
+    lines = ["## Pruning: accuracy vs MACs", "", f"`{COMMANDS['prune_curve']}`", ""]
+    if doc is None:
+        return lines + missing("prune_curve")
+    lines += [
+        f"Fine-tune `{doc['finetune']}` on {doc['per_class'] or 'all'} train images per class, distillation "
+        f"weight {doc['distill']}, lr t = {doc['lr']['t']}; val top-1 on the full val split.",
+        "",
+        "| keep | importance | MACs | params | val top-1 before fine-tune | val top-1 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in doc["rows"]:
+        lines.append(f"| {r['keep']} | {r['importance']} | {r['macs_ratio']:.3f}x | {r['params_ratio']:.3f}x | "
+                     f"{pct(r['val_top1_no_finetune'])} | {pct(r['val_top1'])} |")  # fmt: skip
+    return lines + ["", "![accuracy vs MACs](../benchmarks/results/prune_curve.png)", ""]
+
+
+def latency(doc: dict | None) -> list[str]:
+    lines = ["## Deployment latency: dense vs pruned x runtime", "", f"`{COMMANDS['latency']}`", ""]
+    if doc is None:
+        return lines + missing("latency")
+    lines += [
+        f"Paired runs in one process, {doc['rounds']} rounds per batch size; p50 (p90) in ms. Speed-up is "
+        "against the dense fp32 ONNX model; ideal = its MACs / this model's MACs.",
+        "",
+        "| variant | MB | top-1 | batch 1 | batch 32 | speed-up b32 | ideal | share of ideal | vs own fp32 (b32) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in doc["rows"]:
+        lines.append(
+            f"| {r['name']} | {r['bytes'] / 1e6:.2f} | {pct(r.get('top1'))} | "
+            f"{r['b1_p50_s'] * 1e3:.2f} ({r['b1_p90_s'] * 1e3:.2f}) | "
+            f"{r['b32_p50_s'] * 1e3:.1f} ({r['b32_p90_s'] * 1e3:.1f}) | {r['speedup_b32']:.2f}x | "
+            f"{r['ideal_speedup']:.2f}x | {100 * r['efficiency_b32']:.0f}% | {r['vs_fp32_b32']:.2f}x |"
+        )
+    return lines + [""]
+
+
+def prune_latency(doc: dict | None) -> list[str]:
+    lines = ["## Channel rounding and CPU speed-up", "", f"`{COMMANDS['prune_latency']}`", ""]
+    if doc is None:
+        return lines + missing("prune_latency")
+    lines += [f"{doc['machine']}, {doc['image_size']} px, ONNX Runtime fp32.", "",
+              "| variant | MACs | b1 ms | b32 ms | speed-up b32 | share of ideal | speed-up b1 |",
+              "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, r in doc["rows"].items():
+        lines.append(f"| {name} | {r['macs_ratio']:.3f}x | {r['latency_b1_ms']} | {r['latency_b32_ms']} | "
+                     f"{r['speedup_b32']:.2f}x | {100 * r['efficiency_b32']:.0f}% | {r['speedup_b1']:.2f}x |")  # fmt: skip
+    return lines + [""]
+
+
+def attention_overhead(doc: dict | None) -> list[str]:
+    lines = ["## Cost of an attention training step", "", f"`{COMMANDS['attention_overhead']}`", ""]
+    if doc is None:
+        return lines + missing("attention_overhead")
+    return lines + [
+        f"{doc['setup']}, {doc['machine']}: an attention step costs {doc['a_vs_t']:.2f}x a full fine-tune "
+        f"step and {doc['a_vs_f']:.1f}x a head-only step; attaching attention changes a full step by "
+        f"{doc['t_attached_vs_plain']:.2f}x.",
+        "",
+    ]
+
+
+def main() -> None:
+    import argparse
+
+    from slimfg.artifact import write_text
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder of benchmark JSON files")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+
+    lines = [
+        "# Results",
+        "",
+        "Generated by `make results` (`python benchmarks/report.py`) from benchmarks/results/*.json; "
+        "each section names the command that measured it. Dataset: Oxford Flowers-102 "
+        "(../shared/data/flowers102: 6,552 train, 818 val, 819 test images, 102 classes). "
+        "Machine: 2 CPU cores, no GPU.",
+        "",
+    ]
+    for name, section in [("transfer", transfer), ("prune_curve", prune_curve), ("latency", latency),
+                          ("prune_latency", prune_latency), ("attention_overhead", attention_overhead)]:  # fmt: skip
+        lines += section(load(name, args.results))
+    write_text(args.out, "\n".join(lines).rstrip() + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

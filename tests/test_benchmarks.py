@@ -1,0 +1,72 @@
+"""Every benchmark script runs end to end in --quick mode, and report.py renders its output."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def run(script: str, *args: str) -> str:
+    proc = subprocess.run([sys.executable, f"benchmarks/{script}", *args], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    for name in ("transfer", "prune_curve", "latency", "prune_latency", "attention_overhead"):
+        run(f"{name}.py", "--quick", "--out", str(out / f"{name}.json"))
+    return out
+
+
+def test_transfer_quick(results):
+    doc = json.loads((results / "transfer.json").read_text())
+    assert set(doc["results"]) == {"head", "full", "bn", "attention", "attention-full", "authors"}
+    r = doc["results"]["attention"]
+    assert r["schedule"] == "fa" and len(r["history"]) == 2 and 0 <= r["final_val_top1"] <= 1
+    assert doc["results"]["full"]["trainable_params"] > 100 * r["trainable_params"]
+    assert (results / "transfer.png").stat().st_size > 0
+
+
+def test_prune_curve_quick(results):
+    rows = json.loads((results / "prune_curve.json").read_text())["rows"]
+    assert [(r["keep"], r["importance"]) for r in rows] == [
+        (1.0, "none"),
+        (0.6, "attention"),
+        (0.6, "magnitude"),
+    ]
+    assert rows[0]["macs_ratio"] == 1.0 and rows[1]["macs_ratio"] < 0.6
+    assert all(0 <= r["val_top1"] <= 1 for r in rows)
+
+
+def test_latency_quick(results):
+    rows = json.loads((results / "latency.json").read_text())["rows"]
+    names = [r["name"] for r in rows]
+    assert "dense onnx" in names and "pruned onnx-int8" in names
+    pruned = next(r for r in rows if r["name"] == "pruned onnx")
+    assert pruned["ideal_speedup"] > 1.5 and pruned["speedup_b32"] > 0
+
+
+def test_prune_latency_and_attention_overhead_quick(results):
+    rows = json.loads((results / "prune_latency.json").read_text())["rows"]
+    assert rows["dense"]["macs_ratio"] == 1.0 and len(rows) == 5  # dense + 2 roundings x stem on/off
+    overhead = json.loads((results / "attention_overhead.json").read_text())
+    assert overhead["a_vs_t"] > 0
+
+
+def test_report_renders_every_section(results, tmp_path):
+    out = tmp_path / "results.md"
+    run("report.py", "--results", str(results), "--out", str(out))
+    text = out.read_text()
+    for heading in (
+        "Transfer learning",
+        "Pruning: accuracy vs MACs",
+        "Deployment latency",
+        "Channel rounding",
+    ):
+        assert heading in text
+    assert "Not measured yet" not in text

@@ -55,10 +55,10 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     parser.add_argument("--quick", action="store_true", help="CI smoke run: a generated lite0 at 96 px")
     args = parser.parse_args()
-    tmp = tempfile.TemporaryDirectory()
+    quick_dir = tempfile.TemporaryDirectory()  # lives until the end of main()
     if args.quick:
-        args.model = quick_model(Path(tmp.name))
-        args.rounds_b1, args.rounds_b32, args.round_to = 2, 2, "1,16"
+        args.model = quick_model(Path(quick_dir.name))
+        args.rounds_b1, args.rounds_b32, args.round_to = 2, 2, "16"
     elif not args.model:
         parser.error("MODEL is required (or --quick)")
     args.out = args.out or f"benchmarks/results/prune_latency{'_quick' if args.quick else ''}.json"

@@ -11,7 +11,8 @@ Default run (~25 min on 2 CPU cores): 15 train images per class, all val/test im
 128 px, 5 epochs.
 
 Usage: python benchmarks/transfer.py DATA [--per-class 15] [--image-size 128] [--epochs 5]
-       [--methods head,full,bn,attention,attention-full,authors] [--quick]
+       [--methods head,full,bn,attention,attention-full,authors] [--lr a=1e-2] [--quick]
+       (a custom method is NAME=SCHEDULE/ATTENTION, e.g. --methods ab=fabab/out)
 """
 
 from __future__ import annotations
@@ -43,6 +44,14 @@ def methods(epochs: int) -> dict[str, dict]:
         "attention-full": {"schedule": "f" + "a" * rest, "attention": "full"},
         "authors": {"schedule": AUTHORS[:epochs], "attention": "out"},
     }
+
+
+def method(name: str, epochs: int) -> dict:
+    """A named method, or a custom one written NAME=SCHEDULE/ATTENTION (e.g. ab=fabab/out)."""
+    if "=" in name:
+        schedule, mode = name.split("=", 1)[1].split("/")
+        return {"schedule": schedule, "attention": mode}
+    return methods(epochs)[name]
 
 
 def plot(results: dict, path: Path) -> None:
@@ -98,7 +107,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = subset(args.data, Path(tmp) / "data", args.per_class or None)
         for name in args.methods.split(","):
-            spec = methods(args.epochs)[name]
+            spec = method(name, args.epochs)
+            name = name.split("=")[0]
             t0 = time.perf_counter()
             cfg = TrainConfig(data=str(data), out=str(Path(tmp) / name), image_size=args.image_size,
                               lr=lr, **spec)  # fmt: skip

@@ -53,7 +53,7 @@ def test_latency_quick(results):
 
 def test_prune_latency_and_attention_overhead_quick(results):
     rows = json.loads((results / "prune_latency.json").read_text())["rows"]
-    assert rows["dense"]["macs_ratio"] == 1.0 and len(rows) == 5  # dense + 2 roundings x stem on/off
+    assert rows["dense"]["macs_ratio"] == 1.0 and len(rows) == 3  # dense + round_to 16 x stem on/off
     overhead = json.loads((results / "attention_overhead.json").read_text())
     assert overhead["a_vs_t"] > 0
 

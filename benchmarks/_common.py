@@ -46,3 +46,27 @@ def write_json(path: str | Path, doc: dict) -> None:
     from slimfg.artifact import write_text
 
     write_text(path, json.dumps(doc, indent=2) + "\n")
+
+
+def line_plot(lines: dict[str, list[tuple[float, float]]], xlabel: str, ylabel: str, title: str,
+              path: str | Path) -> None:  # fmt: skip
+    """One PNG with a marked line per label, written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from slimfg.artifact import atomic_path
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for label, points in lines.items():
+        ax.plot(*zip(*points, strict=True), marker="o", label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import RESULTS, machine, subset, write_json
+from _common import RESULTS, line_plot, machine, subset, write_json
 
 from slimfg.config import DEFAULT_LR, TrainConfig, parse_lr
 from slimfg.prune import prune
@@ -38,26 +38,13 @@ def quick_model(tmp: Path) -> tuple[str, str]:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from slimfg.artifact import atomic_path
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for imp in dict.fromkeys(r["importance"] for r in rows):
-        pts = sorted((r["macs_ratio"], r["val_top1"]) for r in rows if r["importance"] in (imp, "none"))
-        ax.plot(*zip(*pts, strict=True), marker="o", label=imp)
-    ax.set_xlabel("MACs (fraction of the unpruned model)")
-    ax.set_ylabel("val top-1 after fine-tuning")
-    ax.set_title("pruning: accuracy vs compute, same fine-tune budget")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
+    """Accuracy vs MACs, one line per importance; the keep-1.0 reference starts every line."""
+    lines = {
+        imp: sorted((r["macs_ratio"], r["val_top1"]) for r in rows if r["importance"] in (imp, "none"))
+        for imp in dict.fromkeys(r["importance"] for r in rows if r["importance"] != "none")
+    }
+    line_plot(lines, "MACs (fraction of the unpruned model)", "val top-1 after fine-tuning",
+              "pruning: accuracy vs compute, same fine-tune budget", path)  # fmt: skip
 
 
 def main() -> None:

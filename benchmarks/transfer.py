@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import RESULTS, machine, subset, write_json
+from _common import RESULTS, line_plot, machine, subset, write_json
 
 from slimfg import artifact
 from slimfg.config import DEFAULT_LR, TrainConfig
@@ -55,26 +55,9 @@ def method(name: str, epochs: int) -> dict:
 
 
 def plot(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from slimfg.artifact import atomic_path
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for name, r in results.items():
-        epochs = [h["epoch"] for h in r["history"]]
-        ax.plot(epochs, [h["val_top1"] for h in r["history"]], marker="o", label=f"{name} ({r['schedule']})")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("val top-1")
-    ax.set_title("transfer methods at the same epoch budget")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
+    lines = {f"{name} ({r['schedule']})": [(h["epoch"], h["val_top1"]) for h in r["history"]]
+             for name, r in results.items()}  # fmt: skip
+    line_plot(lines, "epoch", "val top-1", "transfer methods at the same epoch budget", path)
 
 
 def main() -> None:

@@ -32,6 +32,11 @@ def missing(name: str) -> list[str]:
     return [f"_Not measured yet: run `{COMMANDS[name]}`._", ""]
 
 
+def note(doc: dict) -> list[str]:
+    """A result file may carry a `note` on how it was measured (e.g. a shared machine)."""
+    return ["", f"Note: {doc['note']}"] if doc.get("note") else []
+
+
 def pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
@@ -51,7 +56,7 @@ def transfer(doc: dict | None) -> list[str]:
         curve = " ".join(f"{100 * h['val_top1']:.1f}" for h in r["history"])
         lines.append(f"| {name} | `{r['schedule']}` | {r['trainable_params']:,} | {curve} | "
                      f"{pct(r['final_val_top1'])} | {pct(r['test_top1'])} | {r['seconds']:.0f} |")  # fmt: skip
-    return lines + ["", "![accuracy vs epoch](../benchmarks/results/transfer.png)", ""]
+    return lines + note(doc) + ["", "![accuracy vs epoch](../benchmarks/results/transfer.png)", ""]
 
 
 def prune_curve(doc: dict | None) -> list[str]:
@@ -68,7 +73,7 @@ def prune_curve(doc: dict | None) -> list[str]:
     for r in doc["rows"]:
         lines.append(f"| {r['keep']} | {r['importance']} | {r['macs_ratio']:.3f}x | {r['params_ratio']:.3f}x | "
                      f"{pct(r['val_top1_no_finetune'])} | {pct(r['val_top1'])} |")  # fmt: skip
-    return lines + ["", "![accuracy vs MACs](../benchmarks/results/prune_curve.png)", ""]
+    return lines + note(doc) + ["", "![accuracy vs MACs](../benchmarks/results/prune_curve.png)", ""]
 
 
 def latency(doc: dict | None) -> list[str]:

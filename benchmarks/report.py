@@ -59,6 +59,27 @@ def transfer(doc: dict | None) -> list[str]:
     return lines + note(doc) + ["", "![accuracy vs epoch](../benchmarks/results/transfer.png)", ""]
 
 
+def transfer_attempts(results: Path) -> list[str]:
+    """Other transfer runs (transfer_*.json, e.g. another lr): one row per method."""
+    files = sorted(p for p in results.glob("transfer_*.json") if not p.stem.endswith("_quick"))
+    if not files:
+        return []
+    lines = [
+        "### Other attempts",
+        "",
+        "| file | method | schedule | lr | final val top-1 | test top-1 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for path in files:
+        doc = json.loads(path.read_text())
+        lr = ", ".join(f"{k}={v:g}" for k, v in doc["lr"].items())
+        for name, r in doc["results"].items():
+            lines.append(
+                f"| {path.name} | {name} | `{r['schedule']}` | {lr} | {pct(r['final_val_top1'])} | {pct(r['test_top1'])} |"
+            )
+    return lines + [""]
+
+
 def prune_curve(doc: dict | None) -> list[str]:
     lines = ["## Pruning: accuracy vs MACs", "", f"`{COMMANDS['prune_curve']}`", ""]
     if doc is None:
@@ -144,6 +165,8 @@ def main() -> None:
     for name, section in [("transfer", transfer), ("prune_curve", prune_curve), ("latency", latency),
                           ("prune_latency", prune_latency), ("attention_overhead", attention_overhead)]:  # fmt: skip
         lines += section(load(name, args.results))
+        if name == "transfer":
+            lines += transfer_attempts(args.results)
     write_text(args.out, "\n".join(lines).rstrip() + "\n")
     print(f"wrote {args.out}")
 

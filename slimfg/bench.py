@@ -94,16 +94,16 @@ def bench(
     out = check_writable(Path(out_dir) / "bench.json").parent
     # The bench reports int8 agreement instead of failing on it.
     options = ExportOptions(data=data_dir, calib=data_dir or str(data.SAMPLE), min_agreement=0.0)
-    rows, runners, sizes = [], {}, []
+    rows, runners, size = [], {}, None
     with tempfile.TemporaryDirectory() as tmp:
         for i, model_path in enumerate(models):
             model, meta = artifact.load(model_path)
-            size = meta["preprocessing"]["size"]
-            sizes.append(size)
-            if len(set(sizes)) > 1:
+            if size not in (None, meta["preprocessing"]["size"]):
                 raise SlimfgError(
-                    f"models take different input sizes {sorted(set(sizes))}; bench one size at a time"
+                    f"models take different input sizes ({size}, {meta['preprocessing']['size']} px); "
+                    "bench one size at a time"
                 )
+            size = meta["preprocessing"]["size"]
             counts = count(model, size)
             for fmt in formats:
                 path = Path(tmp) / f"{i}_{fmt}{SUFFIX[fmt]}"
@@ -118,7 +118,7 @@ def bench(
                 log.info("exported and verified %s", name)
         for batch in batches:
             log.info("latency at batch %d (%d paired rounds)", batch, rounds)
-            timing = latency(runners, batch, sizes[0], rounds)
+            timing = latency(runners, batch, size, rounds)
             for row in rows:
                 row[f"b{batch}_p50_s"] = timing[row["name"]]["median_s"]
                 row[f"b{batch}_p90_s"] = timing[row["name"]]["p90_s"]

@@ -10,6 +10,7 @@ pruning record is torch-pruning's own `pruning_history()` (plain JSON), which
 
 from __future__ import annotations
 
+import functools
 import logging
 import tempfile
 import time
@@ -228,6 +229,10 @@ def prune(
         raise SlimfgError(f"{model_path} is already pruned; prune the unpruned model instead")
     size = meta["preprocessing"]["size"]
 
+    @functools.cache
+    def train_split():  # indexed once, for Taylor gradients and BN re-estimation
+        return data.load(data_dir).train
+
     def measure(m: nn.Module, m_meta: dict) -> dict:
         result = {**count(m, size), "weights_bytes": weights_bytes(m)}
         if data_dir:
@@ -237,7 +242,7 @@ def prune(
     before = measure(model, meta)
     taylor_batch = None
     if importance == "taylor" and data_dir:
-        loader = data.loader(data.load(data_dir).train, meta["preprocessing"], False, 32, 0)
+        loader = data.loader(train_split(), meta["preprocessing"], False, 32, 0)
         taylor_batch = next(iter(loader))[:2]
     t0 = time.perf_counter()
     history = prune_model(model, meta, keep, importance, global_pruning, round_to, taylor_batch, protect_stem)
@@ -246,7 +251,7 @@ def prune(
     meta = {**meta, "pruning": record}
     log.info("pruned with %s importance in %.1f s", importance, time.perf_counter() - t0)
     if data_dir and bn_batches and keep < 1.0:
-        loader = data.loader(data.load(data_dir).train, meta["preprocessing"], True, 32, 2)
+        loader = data.loader(train_split(), meta["preprocessing"], True, 32, 2)
         recalibrate_bn(model, loader, bn_batches)
     pruned_val_top1 = None
     if data_dir and finetune:  # what fine-tuning starts from

@@ -18,7 +18,7 @@ from torch import nn
 from slimfg.artifact import atomic_path
 from slimfg.errors import SlimfgError
 from slimfg.exporters.common import ExportResult, accuracy, compare, eval_batches, ort_runner, real_images
-from slimfg.exporters.onnx import export_onnx, set_metadata
+from slimfg.exporters.onnx import export_onnx, read_metadata, set_metadata
 
 log = logging.getLogger("slimfg")
 
@@ -87,7 +87,7 @@ def export_int8(model: nn.Module, meta: dict, out: Path, options) -> ExportResul
                     f"int8 model agrees with fp32 on only {check['top1_agreement']:.1%} of images "
                     f"(< {options.min_agreement:.0%}); calibrate on more images (--calib-images)"
                 )
-            props = {p.key: p.value for p in onnx.load(str(fp32)).metadata_props}
+            props = read_metadata(fp32)
             scheme = {"format": "QDQ", "activations": "uint8", "weights": "int8 per-channel"}
             props["quantization"] = json.dumps({**scheme, "calibration": "minmax"})
             set_metadata(proto, {**props, "verification": json.dumps(check)})

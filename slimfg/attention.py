@@ -7,6 +7,8 @@ the module classes stay untouched; `fold` bakes a into W and leaves a plain netw
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
@@ -65,16 +67,39 @@ def fold(model: nn.Module) -> nn.Module:
     return model
 
 
+def folded_copy(model: nn.Module) -> nn.Module:
+    """A deep copy with attention folded in; `model` keeps training.
+
+    A deep-copied parametrized module shares its class with the original, and `fold`
+    (torch's remove_parametrizations) deletes the weight property from that class,
+    which would break the original; so each copy first gets a class of its own.
+    """
+    shadow = copy.deepcopy(model)
+    for conv in convs(shadow).values():
+        if parametrize.is_parametrized(conv, "weight"):
+            cls = type(conv)
+            conv.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
+    return fold(shadow)
+
+
 def scores(model: nn.Module) -> dict[str, torch.Tensor]:
     """Per-layer, per-output-channel scores: |a| for `out`, the row L2 norm for `full`."""
     return {name: m.attention.detach().flatten(1).norm(dim=1).cpu() for name, m in modules(model).items()}
 
 
-def regulariser(model: nn.Module, kind: str) -> torch.Tensor:
-    """`l1`: mean |a| (drives noise channels to 0); `mod-l2`: -sum of per-layer mean (a-1)^2.
+def regulariser(model: nn.Module, kind: str, targets: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """The attention penalty; the caller multiplies by lambda.
 
-    Both as in the authors' code; the caller multiplies by lambda.
+    `l1`: mean |a| over all filters (drives noise channels to 0); `mod-l2`: -sum of
+    per-layer mean (a-1)^2 (both as in the authors' code). `prune`: mean |a| over only
+    the `targets` (conv name -> output-channel indices), the channels that pruning at the
+    chosen keep would remove (`slimfg.prune.drop_plan`), so the network learns to do
+    without them before they are cut.
     """
+    if kind == "prune":
+        found = {name: m.attention for name, m in modules(model).items()}
+        picked = [found[name][idx.to(found[name].device)] for name, idx in targets.items()]
+        return sum(a.abs().sum() for a in picked) / max(sum(a.numel() for a in picked), 1)
     params = parameters(model)
     if kind == "l1":
         return sum(p.abs().sum() for p in params) / sum(p.numel() for p in params)

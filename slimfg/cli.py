@@ -106,12 +106,19 @@ LR_HELP = (
 )
 @click.option(
     "--reg",
-    type=click.Choice(["none", "l1", "mod-l2"]),
+    type=click.Choice(["none", "l1", "mod-l2", "prune"]),
     default="none",
     show_default=True,
-    help="Regulariser on attention during 'a' phases.",
+    help="Regulariser on attention during 'a' phases: l1 (all filters), mod-l2, or prune "
+    "(L1 on only the channels `slimfg prune --keep REG_KEEP` would cut, so pruning them costs little).",
 )
 @click.option("--reg-lambda", type=float, default=0.0, show_default=True, help="Regulariser weight.")
+@click.option(
+    "--reg-keep", type=float, default=0.6, show_default=True, help="Channel share kept, for --reg prune."
+)
+@click.option(
+    "--reg-round-to", type=int, default=16, show_default=True, help="Channel rounding, for --reg prune."
+)
 @click.option(
     "--seed", type=int, default=0, show_default=True, help="Seed for init, data order and augmentation."
 )
@@ -313,11 +320,20 @@ def rank(model: str, keep: float, round_to: int, out_dir: str | None) -> None:
 @click.option("--workers", type=int, default=2, show_default=True, help="Data loader worker processes.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Fine-tune seed.")
 @click.option(
+    "--bn-stats",
+    type=click.Choice(["match", "recal", "none"]),
+    default="recal",
+    show_default=True,
+    help="BatchNorm statistics after pruning (needs --data): match = shift them so every kept "
+    "channel leaves its BN as in the unpruned model (exact when the pruned channels are silent, "
+    "see `train --reg prune`); recal = re-estimate them on --bn-batches training batches; none.",
+)
+@click.option(
     "--bn-batches",
     type=int,
     default=50,
     show_default=True,
-    help="Batches of --data used to re-estimate BatchNorm statistics after pruning (0 = off).",
+    help="Batches of --data for --bn-stats recal.",
 )
 @click.option(
     "--distill",
@@ -326,6 +342,12 @@ def rank(model: str, keep: float, round_to: int, out_dir: str | None) -> None:
     show_default=True,
     help="Fine-tune with knowledge distillation from the unpruned MODEL: weight of the soft-target "
     "loss in [0, 1] (0 = plain cross-entropy).",
+)
+@click.option(
+    "--teacher",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Teacher artifact for --distill (default: the unpruned MODEL).",
 )
 @click.option(
     "--latency/--no-latency",
@@ -347,8 +369,10 @@ def prune(
     lr: str | None,
     workers: int,
     seed: int,
+    bn_stats: str,
     bn_batches: int,
     distill: float,
+    teacher: str | None,
     latency: bool,
 ) -> None:
     """Remove the lowest-ranked channels of MODEL with dependency-aware structured pruning
@@ -361,10 +385,11 @@ def prune(
         "seed": seed,
         "lr": parse_lr(lr) if lr is not None else dict(DEFAULT_LR),
         "distill": distill,
+        "teacher": teacher,
     }
     report = run_prune(
         model, out, keep, importance, global_pruning, round_to or None, data_dir, finetune, options,
-        latency, bn_batches, protect_stem,
+        latency, bn_batches, protect_stem, bn_stats,
     )  # fmt: skip
     before, after = report["before"], report["after"]
     click.echo(f"{'':14}{'before':>14}{'after':>14}{'ratio':>8}")

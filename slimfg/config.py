@@ -59,6 +59,10 @@ class TrainConfig:
     optimizer: str = "adam"
     reg: str = "none"
     reg_lambda: float = 0.0
+    # `--reg prune`: pull to zero the channels `slimfg prune --keep reg_keep --round-to
+    # reg_round_to` would remove, re-chosen from the attention at every `a` epoch.
+    reg_keep: float = 0.6
+    reg_round_to: int = 16
     seed: int = 0
     workers: int = 2
     device: str = "auto"
@@ -87,6 +91,10 @@ class TrainConfig:
             raise SlimfgError("--distill must be in [0, 1] and --distill-temperature > 0")
         if self.distill > 0 and not self.teacher:
             raise SlimfgError("--distill needs --teacher MODEL")
+        if not 0 < self.reg_keep <= 1 or self.reg_round_to < 1:
+            raise SlimfgError("--reg-keep must be in (0, 1] and --reg-round-to >= 1")
+        if self.reg == "prune" and self.attention == "none":
+            raise SlimfgError("--reg prune needs attention (--attention out or full)")
         if self.reg != "none" and self.reg_lambda <= 0:
             raise SlimfgError(f"--reg {self.reg} needs a positive --reg-lambda")
 

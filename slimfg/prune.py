@@ -20,7 +20,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from slimfg import artifact, data, models
+from slimfg import artifact, attention, data, models
 from slimfg.errors import SlimfgError, unknown_name
 
 log = logging.getLogger("slimfg")
@@ -112,16 +112,20 @@ def stem_convs(model: nn.Module, size: int) -> list[nn.Module]:
 
 
 def make_pruner(model, meta, keep, importance, global_pruning, round_to, size, protect_stem=False):
-    if not 0 < keep <= 1:
-        raise SlimfgError(f"--keep must be in (0, 1], got {keep}")
     if importance not in IMPORTANCES:
         raise unknown_name("importance", importance, list(IMPORTANCES))
     scores = attention_scores(model, meta) if importance == "attention" else None
+    return _pruner(model, IMPORTANCES[importance](scores), keep, global_pruning, round_to, size, protect_stem)
+
+
+def _pruner(model, importance, keep, global_pruning, round_to, size, protect_stem=False):
+    if not 0 < keep <= 1:
+        raise SlimfgError(f"--keep must be in (0, 1], got {keep}")
     head = model.get_submodule(models.classifier_name(model))
     return tp.pruner.BasePruner(
         model,
         example_input(size),
-        importance=IMPORTANCES[importance](scores),
+        importance=importance,
         pruning_ratio=1.0 - keep,
         global_pruning=global_pruning,
         # Global ranking may empty a layer that the task barely uses; keep 10% of each.
@@ -131,27 +135,61 @@ def make_pruner(model, meta, keep, importance, global_pruning, round_to, size, p
     )
 
 
+@torch.no_grad()
+def drop_plan(model: nn.Module, keep: float, size: int, round_to: int | None = 16) -> dict[str, torch.Tensor]:
+    """The output channels `slimfg prune --keep K --importance attention` (per-layer) would
+    remove from `model` as its attention stands now, by conv name; prunes nothing.
+
+    Works on a folded copy (`attention.folded_copy`): torch-pruning's interactive step
+    yields each group with the indices it would cut; we read them and prune nothing.
+    """
+    shadow = attention.folded_copy(model).cpu().eval().requires_grad_(True)  # traced by autograd
+    scores = {shadow.get_submodule(name): s for name, s in attention.scores(model).items()}
+    name_of = {m: name for name, m in shadow.named_modules()}
+    plan: dict[str, torch.Tensor] = {}
+    with torch.enable_grad():
+        pruner = _pruner(shadow, AttentionImportance(scores), keep, False, round_to, size)
+        for group in pruner.step(interactive=True):
+            for dep, idxs in group:
+                layer = dep.target.module
+                out = getattr(dep.pruning_fn, "__name__", "") == "prune_out_channels"
+                depthwise = isinstance(layer, nn.Conv2d) and layer.groups == layer.in_channels > 1
+                if isinstance(layer, nn.Conv2d) and (out or depthwise):
+                    plan[name_of[layer]] = torch.tensor(sorted(idxs), dtype=torch.long)
+    return plan
+
+
 def prune_model(
     model, meta, keep, importance="attention", global_pruning=False, round_to=16, taylor_batch=None,
-    protect_stem=False,
+    protect_stem=False, kept: dict | None = None,
 ) -> list:  # fmt: skip
-    """Prune `model` in place; returns torch-pruning's pruning history (JSON-able)."""
+    """Prune `model` in place; returns torch-pruning's pruning history (JSON-able).
+
+    `kept`, if given, is filled with {BatchNorm name: indices of the channels it kept}.
+    """
     size = meta["preprocessing"]["size"]
     with torch.enable_grad():  # torch-pruning traces the graph through autograd
         return _prune(
-            model, meta, keep, importance, global_pruning, round_to, taylor_batch, size, protect_stem
+            model, meta, keep, importance, global_pruning, round_to, taylor_batch, size, protect_stem, kept
         )
 
 
-def _prune(model, meta, keep, importance, global_pruning, round_to, taylor_batch, size, protect_stem) -> list:
+def _prune(model, meta, keep, importance, global_pruning, round_to, taylor_batch, size, protect_stem, kept):
     pruner = make_pruner(model, meta, keep, importance, global_pruning, round_to, size, protect_stem)
     if importance == "taylor":
         if taylor_batch is None:
             raise SlimfgError("--importance taylor needs --data (gradients on real images)")
         x, y = taylor_batch
         nn.functional.cross_entropy(model(x), y).backward()
+    name_of = {m: name for name, m in model.named_modules()}
     if keep < 1.0:
-        pruner.step()
+        for group in pruner.step(interactive=True):  # what pruner.step() does, noting BN channels
+            for dep, idxs in group:
+                bn = dep.target.module
+                if kept is not None and isinstance(bn, nn.modules.batchnorm._BatchNorm):
+                    gone = set(idxs)
+                    kept[name_of[bn]] = torch.tensor([i for i in range(bn.num_features) if i not in gone])
+            group.prune()
     model.zero_grad(set_to_none=True)
     return [[name, bool(out), [int(i) for i in idxs]] for name, out, idxs in pruner.pruning_history()]
 
@@ -196,6 +234,76 @@ def recalibrate_bn(model: nn.Module, loader, batches: int) -> None:
     model.eval()
 
 
+def _hooks(model: nn.Module, on_bn, on_linear) -> list:
+    """Pre-hooks on every BatchNorm (sees its input), hooks on every Linear (its output)."""
+    hooks = []
+    for name, m in model.named_modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            hooks.append(m.register_forward_pre_hook(functools.partial(on_bn, name)))
+        elif isinstance(m, nn.Linear):
+            hooks.append(m.register_forward_hook(functools.partial(on_linear, name)))
+    return hooks
+
+
+def _run(model: nn.Module, x: torch.Tensor, hooks: list) -> None:
+    try:
+        model.eval()(x)
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+@torch.no_grad()
+def bn_input_stats(model: nn.Module, x: torch.Tensor) -> dict[str, tuple[torch.Tensor, ...]]:
+    """On `x` (eval mode): per-channel mean and variance of every BatchNorm's input, and
+    the mean output of every Linear layer."""
+    stats = {}
+
+    def on_bn(name, _bn, inputs):
+        stats[name] = (inputs[0].mean((0, 2, 3)), inputs[0].var((0, 2, 3)))
+
+    def on_linear(name, _fc, _inputs, output):
+        stats[name] = (output.flatten(0, -2).mean(0),)
+
+    _run(model, x, _hooks(model, on_bn, on_linear))
+    return stats
+
+
+@torch.no_grad()
+def match_bn(model: nn.Module, dense: dict, kept: dict, x: torch.Tensor) -> None:
+    """Shift and scale every BN's running statistics so that, on `x`, each kept channel
+    leaves the BN as it did in the unpruned model (`dense` = `bn_input_stats` before),
+    and shift the bias of every unpruned Linear (the classifier) back to its mean output.
+
+    Pruning a channel whose attention is ~0 removes a constant from the next layer's
+    input (BN maps a silent channel to beta - gamma * mean / std): this puts the
+    constant back exactly. Unlike `recalibrate_bn` it keeps the statistics the rest of
+    the network was trained with. One forward pass; each layer is corrected before the
+    layers after it run, so downstream corrections see corrected inputs.
+    """
+
+    def on_bn(name, bn, inputs):
+        mean_d, var_d = dense[name]
+        if name in kept:
+            mean_d, var_d = mean_d[kept[name]], var_d[kept[name]]
+        mean_p, var_p = inputs[0].mean((0, 2, 3)), inputs[0].var((0, 2, 3))
+        bn.running_mean += mean_p - mean_d
+        bn.running_var *= (var_p + bn.eps) / (var_d + bn.eps)
+
+    def on_linear(name, fc, _inputs, output):
+        mean_d = dense[name][0]
+        if fc.bias is not None and mean_d.shape[0] == fc.out_features:
+            fc.bias += mean_d - output.flatten(0, -2).mean(0)
+
+    _run(model, x, _hooks(model, on_bn, on_linear))
+
+
+# What happens to BatchNorm statistics after pruning (needs --data): `match` restores
+# each BN's input moments to the unpruned model's (`match_bn`), `recal` re-estimates
+# them from scratch on augmented training batches (`recalibrate_bn`), `none` keeps them.
+BN_STATS = ("match", "recal", "none")
+
+
 def weights_bytes(model: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in model.state_dict().values())
 
@@ -213,6 +321,7 @@ def prune(
     latency: bool = True,
     bn_batches: int = 50,
     protect_stem: bool = False,
+    bn_stats: str = "recal",
 ) -> dict:
     """Prune a slimfg artifact, optionally fine-tune it on `data_dir`, save it; returns the report."""
     from slimfg.config import TrainConfig
@@ -244,13 +353,26 @@ def prune(
     if importance == "taylor" and data_dir:
         loader = data.loader(train_split(), meta["preprocessing"], False, 32, 0)
         taylor_batch = next(iter(loader))[:2]
+    if bn_stats not in BN_STATS:
+        raise unknown_name("--bn-stats", bn_stats, list(BN_STATS))
+    dense_stats, kept = None, {}
+    if data_dir and bn_stats == "match" and keep < 1.0:
+        loader = data.loader(
+            train_split(), meta["preprocessing"], False, 128, 2, generator=torch.Generator().manual_seed(0)
+        )
+        match_batch = next(iter(loader))[0]
+        dense_stats = bn_input_stats(model, match_batch)
     t0 = time.perf_counter()
-    history = prune_model(model, meta, keep, importance, global_pruning, round_to, taylor_batch, protect_stem)
+    history = prune_model(
+        model, meta, keep, importance, global_pruning, round_to, taylor_batch, protect_stem, kept
+    )
     record = {"keep": keep, "importance": importance, "global": global_pruning, "round_to": round_to,
               "protect_stem": protect_stem, "history": history}  # fmt: skip
     meta = {**meta, "pruning": record}
     log.info("pruned with %s importance in %.1f s", importance, time.perf_counter() - t0)
-    if data_dir and bn_batches and keep < 1.0:
+    if dense_stats is not None:
+        match_bn(model, dense_stats, kept, match_batch)
+    elif data_dir and bn_stats == "recal" and bn_batches and keep < 1.0:
         loader = data.loader(train_split(), meta["preprocessing"], True, 32, 2)
         recalibrate_bn(model, loader, bn_batches)
     pruned_val_top1 = None
@@ -264,7 +386,7 @@ def prune(
             pruned = Path(tmp) / "pruned.safetensors"
             artifact.save(pruned, model, meta)
             options = {"image_size": size, **(train_options or {})}
-            if options.get("distill"):
+            if options.get("distill") and not options.get("teacher"):
                 options["teacher"] = str(model_path)
             cfg = TrainConfig(data=data_dir, out=str(run), arch=meta["arch"], weights=str(pruned),
                               schedule=finetune, attention="out" if "a" in finetune else "none",

@@ -105,10 +105,12 @@ def distill_loss(logits, teacher_logits, temperature: float) -> torch.Tensor:
     ) * (t * t)
 
 
-def train_one_epoch(model, loader, optimizer, device, amp, reg, reg_lambda, scaler, show, teacher=None):
+def train_one_epoch(model, loader, optimizer, device, amp, reg, reg_lambda, scaler, show, teacher=None,
+                    targets=None):  # fmt: skip
     """One pass over `loader`; returns loss, accuracy, images seen, images skipped.
 
-    `teacher` is (model, alpha, temperature) for knowledge distillation, or None.
+    `teacher` is (model, alpha, temperature) for knowledge distillation, or None;
+    `targets` the channels the `prune` regulariser pulls to zero.
     """
     inner = model.module if hasattr(model, "module") else model
     total_loss, correct, seen, skipped = 0.0, 0, 0, 0
@@ -126,7 +128,7 @@ def train_one_epoch(model, loader, optimizer, device, amp, reg, reg_lambda, scal
                     t_logits = t_model(x)
                 loss = (1 - alpha) * loss + alpha * distill_loss(logits, t_logits, temperature)
         if reg != "none":
-            loss = loss + reg_lambda * attention.regulariser(inner, reg)
+            loss = loss + reg_lambda * attention.regulariser(inner, reg, targets)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -287,9 +289,22 @@ def train(cfg: TrainConfig) -> Path:
         )  # fmt: skip
         optimizer = make_optimizer(params, cfg.optimizer, cfg.lr[phase], cfg.weight_decay)
         reg = cfg.reg if phase == "a" else "none"
+        if reg == "prune" and "a" not in cfg.schedule[:epoch]:
+            reg = "none"  # attention still at its init value: no ranking to plan from yet
         t0 = time.perf_counter()
+        targets = None
+        if reg == "prune":  # re-planned every epoch from the attention as it stands
+            from slimfg.prune import drop_plan
+
+            targets = drop_plan(model, cfg.reg_keep, pre["size"], cfg.reg_round_to)
+            if main:
+                log.info(
+                    "prune regulariser: %d channels in %d convs (keep %.2f), mean |a| %.3f",
+                    sum(len(v) for v in targets.values()), len(targets), cfg.reg_keep,
+                    attention.regulariser(model, "prune", targets).item(),
+                )  # fmt: skip
         loss, correct, seen, skipped = train_one_epoch(
-            net, train_loader, optimizer, device, amp, reg, cfg.reg_lambda, scaler, main, teacher
+            net, train_loader, optimizer, device, amp, reg, cfg.reg_lambda, scaler, main, teacher, targets
         )
         seconds = time.perf_counter() - t0
         if world > 1:

@@ -167,3 +167,57 @@ def test_prune_then_finetune_through_the_cli(tiny_data, tmp_path):
         "pruned_finetune",
         "run",
     ]
+
+
+def test_drop_plan_names_exactly_the_channels_prune_removes():
+    """`drop_plan` (read from an unfolded, training-time model) agrees with `prune_model`."""
+    from slimfg.prune import drop_plan
+
+    torch.manual_seed(0)
+    live = attention.attach(models.build("tf_efficientnet_lite0", 5, "none"), "out")
+    with torch.no_grad():
+        for p in attention.parameters(live):
+            p.uniform_(0.2, 1.5)
+    plan = drop_plan(live, keep=0.5, size=SIZE)
+    model, meta = attention_model("tf_efficientnet_lite0")  # same seed: same weights and attention
+    widths = {n: m.out_channels for n, m in attention.convs(model).items()}
+    prune_model(model, meta, keep=0.5)
+    for name, conv in attention.convs(model).items():
+        assert widths[name] - conv.out_channels == len(plan.get(name, [])), name
+    assert "classifier" not in plan and plan["conv_stem"].numel() == widths["conv_stem"] // 2
+    # a residual-free pair: the expansion conv's dropped channels are its lowest-scored ones
+    scores = attention.scores(live)
+    dw, pw = scores["blocks.1.0.conv_dw"], scores["blocks.1.0.conv_pw"]
+    lowest = torch.argsort((dw + pw) / 2)[: len(plan["blocks.1.0.conv_pw"])]
+    assert (
+        sorted(lowest.tolist()) == plan["blocks.1.0.conv_pw"].tolist() == plan["blocks.1.0.conv_dw"].tolist()
+    )
+
+
+def test_match_bn_restores_the_outputs_when_the_pruned_channels_are_silent():
+    """Channels whose attention is 0 still feed a constant (BN's shift) to the next layer;
+    `match_bn` puts it back, so pruning them leaves the outputs unchanged on new inputs."""
+    from slimfg.prune import bn_input_stats, drop_plan, match_bn
+
+    torch.manual_seed(0)
+    model = attention.attach(models.build("tf_efficientnet_lite0", 5, "none"), "out")
+    with torch.no_grad():
+        for p in attention.parameters(model):
+            p.uniform_(0.5, 1.5)
+        for name, idx in drop_plan(model, keep=0.5, size=SIZE).items():
+            attention.modules(model)[name].attention[idx] = 0.0
+        for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
+            bn.bias.uniform_(-1, 1)  # a nonzero constant for every silent channel
+    meta = {"preprocessing": {"size": SIZE}, "attention": {"scores": attention.scores(model)}}
+    meta["attention"]["scores"] = {k: v.tolist() for k, v in meta["attention"]["scores"].items()}
+    attention.fold(model)
+    x, x_new = torch.randn(8, 3, SIZE, SIZE), torch.randn(4, 3, SIZE, SIZE)
+    with torch.no_grad():
+        dense, y = bn_input_stats(model, x), model.eval()(x_new)
+    kept = {}
+    prune_model(model, meta, keep=0.5, kept=kept)
+    with torch.no_grad():
+        scale = y.abs().max()
+        assert (model(x_new) - y).abs().max() > 0.05 * scale  # the lost constants matter
+        match_bn(model, dense, kept, x)
+        assert (model(x_new) - y).abs().max() < 1e-3 * scale

@@ -108,3 +108,17 @@ def test_distillation_pulls_the_student_toward_the_teacher(tiny_data, tmp_path):
         with torch.no_grad():
             kl[name] = distill_loss(student.eval()(x), t_model.eval()(x), 1.0).item()
     assert kl["distill"] < kl["labels"], kl
+
+
+def test_prune_regulariser_pulls_the_planned_channels_to_zero(tiny_data, tmp_path):
+    """`--reg prune` drives the attention of the channels pruning would cut toward 0 and
+    leaves the others; without it the lowest half stays near its init of 1."""
+    from slimfg.prune import AttentionImportance  # noqa: F401  (torch-pruning is importable)
+
+    low = {}
+    for name, kw in {"plain": {}, "prune": {"reg": "prune", "reg_lambda": 10.0, "reg_keep": 0.5}}.items():
+        cfg = tiny_config(tiny_data, tmp_path / name, schedule="aaaaa", lr={"a": 0.1}, reg_round_to=1, **kw)
+        _, meta = artifact.load(train(cfg))
+        s = torch.tensor(meta["attention"]["scores"]["layer1.0.conv1"]).sort().values
+        low[name], high = s[:32].mean().item(), s[32:].mean().item()
+    assert low["prune"] < 0.2 < 0.6 < low["plain"] and high > 0.6, (low, high)

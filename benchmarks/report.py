@@ -70,6 +70,7 @@ def transfer_attempts(results: Path) -> list[str]:
         "| file | method | schedule | lr | final val top-1 | test top-1 |",
         "|---|---|---|---|---|---|",
     ]
+    notes = []
     for path in files:
         doc = json.loads(path.read_text())
         lr = ", ".join(f"{k}={v:g}" for k, v in doc["lr"].items())
@@ -77,7 +78,9 @@ def transfer_attempts(results: Path) -> list[str]:
             lines.append(
                 f"| {path.name} | {name} | `{r['schedule']}` | {lr} | {pct(r['final_val_top1'])} | {pct(r['test_top1'])} |"
             )
-    return lines + [""]
+        if doc.get("note"):
+            notes.append(f"- {path.name}: {doc['note']}")
+    return lines + ([""] + notes if notes else []) + [""]
 
 
 def prune_curve(doc: dict | None) -> list[str]:

@@ -19,11 +19,13 @@ PHASES = {
     "a": "attention weights only",
     "b": "BatchNorm affine only (BN in train mode)",
     "t": "everything (plain full fine-tuning)",
+    "s": "attention weights and BatchNorm shifts (beta), BN statistics frozen",
 }
+ATTENTION_PHASES = "as"
 # Per-phase learning rates (Adam). Attention at 3e-3: on full Flowers-102 (205 steps an
 # epoch) 1e-2 made val top-1 swing by 2-3 points between `a` epochs and ended at 90.3%,
 # 3e-3 ended at 92+% (docs/method.md); full fine-tuning wants a much lower lr.
-DEFAULT_LR = {"f": 3e-3, "a": 3e-3, "b": 1e-3, "t": 3e-4}
+DEFAULT_LR = {"f": 3e-3, "a": 3e-3, "b": 1e-3, "t": 3e-4, "s": 3e-3}
 
 
 def parse_lr(text: str | float) -> dict[str, float]:
@@ -83,8 +85,8 @@ class TrainConfig:
                 f"schedule {self.schedule!r} must be phase letters: "
                 + ", ".join(f"{k} = {v}" for k, v in PHASES.items())
             )
-        if "a" in self.schedule and self.attention == "none":
-            raise SlimfgError("schedule has 'a' phases but --attention is none")
+        if set(ATTENTION_PHASES) & set(self.schedule) and self.attention == "none":
+            raise SlimfgError("schedule has attention ('a' or 's') phases but --attention is none")
         if self.batch_size < 1 or self.workers < 0:
             raise SlimfgError("--batch-size must be >= 1 and --workers >= 0")
         if not 0 <= self.distill <= 1 or self.distill_temperature <= 0:

@@ -389,7 +389,7 @@ def prune(
             if options.get("distill") and not options.get("teacher"):
                 options["teacher"] = str(model_path)
             cfg = TrainConfig(data=data_dir, out=str(run), arch=meta["arch"], weights=str(pruned),
-                              schedule=finetune, attention="out" if "a" in finetune else "none",
+                              schedule=finetune, attention="out" if set("as") & set(finetune) else "none",
                               **options)  # fmt: skip
             model, meta = artifact.load(train(cfg))
     after = measure(model, meta)

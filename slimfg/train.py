@@ -23,7 +23,7 @@ from torch.utils.data import Subset
 from tqdm import tqdm
 
 from slimfg import artifact, attention, data, models
-from slimfg.config import TrainConfig
+from slimfg.config import ATTENTION_PHASES, TrainConfig
 from slimfg.errors import SlimfgError
 
 log = logging.getLogger("slimfg")
@@ -43,6 +43,7 @@ def set_phase(model: nn.Module, phase: str) -> list[nn.Parameter]:
         "a": attention.parameters(model),
         "b": [p for bn in bns for p in (bn.weight, bn.bias) if p is not None],
         "t": list(model.parameters()),
+        "s": attention.parameters(model) + [bn.bias for bn in bns if bn.bias is not None],
     }[phase]
     ids = {id(p) for p in chosen}
     for p in model.parameters():
@@ -288,8 +289,8 @@ def train(cfg: TrainConfig) -> Path:
             generator=torch.Generator().manual_seed(seed), sampler=sampler,
         )  # fmt: skip
         optimizer = make_optimizer(params, cfg.optimizer, cfg.lr[phase], cfg.weight_decay)
-        reg = cfg.reg if phase == "a" else "none"
-        if reg == "prune" and "a" not in cfg.schedule[:epoch]:
+        reg = cfg.reg if phase in ATTENTION_PHASES else "none"
+        if reg == "prune" and not set(ATTENTION_PHASES) & set(cfg.schedule[:epoch]):
             reg = "none"  # attention still at its init value: no ranking to plan from yet
         t0 = time.perf_counter()
         targets = None

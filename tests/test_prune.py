@@ -221,3 +221,35 @@ def test_match_bn_restores_the_outputs_when_the_pruned_channels_are_silent():
         assert (model(x_new) - y).abs().max() > 0.05 * scale  # the lost constants matter
         match_bn(model, dense, kept, x)
         assert (model(x_new) - y).abs().max() < 1e-3 * scale
+
+
+def test_bn_stats_modes_through_prune(tiny_data, tmp_path):
+    """`--bn-stats match` and `recal` change the pruned model's BN statistics, `none`
+    keeps the unpruned model's for every kept channel; a bad mode is a one-line error."""
+    from slimfg.config import TrainConfig
+    from slimfg.train import train
+
+    cfg = TrainConfig(data=str(tiny_data), out=str(tmp_path / "run"), arch="resnet18", weights="none",
+                      schedule="fa", image_size=32, batch_size=4, workers=0)  # fmt: skip
+    dense = train(cfg)
+    stats = {}
+    for mode in ("none", "match", "recal"):
+        out = tmp_path / f"{mode}.safetensors"
+        prune(
+            str(dense),
+            str(out),
+            keep=0.5,
+            data_dir=str(tiny_data),
+            latency=False,
+            bn_stats=mode,
+            bn_batches=2,
+        )
+        model, _ = artifact.load(out)
+        stats[mode] = model.layer1[0].bn2.running_mean  # its channels are tied to the stem's
+    dense_bn = artifact.load(dense)[0].layer1[0].bn2.running_mean
+    assert set(stats["none"].tolist()) <= set(dense_bn.tolist())
+    assert not torch.equal(stats["match"], stats["none"]) and not torch.equal(stats["recal"], stats["none"])
+    with pytest.raises(SlimfgError, match="--bn-stats"):
+        prune(
+            str(dense), str(tmp_path / "x.safetensors"), keep=0.5, data_dir=str(tiny_data), bn_stats="bogus"
+        )

@@ -18,15 +18,17 @@ def tiny_config(data, out, **kw) -> TrainConfig:
 
 def test_phases_train_only_their_parameters():
     model = attention.attach(models.build("resnet18", 5, "none"), "out")
-    counts = {p: sum(t.numel() for t in set_phase(model, p)) for p in "fabt"}
+    counts = {p: sum(t.numel() for t in set_phase(model, p)) for p in "fabts"}
     assert counts["f"] == 512 * 5 + 5
     assert counts["a"] == sum(m.weight.shape[0] for m in attention.convs(model).values())
     assert counts["b"] == sum(
         m.weight.numel() * 2 for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)
     )
     assert counts["t"] == sum(p.numel() for p in model.parameters())
-    set_phase(model, "a")
-    assert not model.bn1.training and model.training
+    assert counts["s"] == counts["a"] + counts["b"] // 2  # attention + BN beta
+    for phase in "as":
+        set_phase(model, phase)
+        assert not model.bn1.training and model.training
     set_phase(model, "b")
     assert model.bn1.training
 
@@ -77,7 +79,7 @@ def test_same_seed_same_result_and_refuses_to_overwrite(tiny_data, tmp_path):
     ("kw", "message"),
     [
         ({"schedule": "fx"}, "phase letters"),
-        ({"schedule": "fa", "attention": "none"}, "'a' phases"),
+        ({"schedule": "fs", "attention": "none"}, r"attention \('a' or 's'\) phases"),
         ({"reg": "l1"}, "reg-lambda"),
         ({"distill": 0.5}, "--teacher"),
         ({"distill": 1.5, "teacher": "x"}, "--distill must be"),

@@ -181,12 +181,12 @@ def _prune(model, meta, keep, importance, global_pruning, round_to, taylor_batch
             raise SlimfgError("--importance taylor needs --data (gradients on real images)")
         x, y = taylor_batch
         nn.functional.cross_entropy(model(x), y).backward()
-    name_of = {m: name for name, m in model.named_modules()}
     if keep < 1.0:
+        name_of = {m: name for name, m in model.named_modules()}
         for group in pruner.step(interactive=True):  # what pruner.step() does, noting BN channels
-            for dep, idxs in group:
+            for dep, idxs in group if kept is not None else []:
                 bn = dep.target.module
-                if kept is not None and isinstance(bn, nn.modules.batchnorm._BatchNorm):
+                if isinstance(bn, nn.modules.batchnorm._BatchNorm):
                     gone = set(idxs)
                     kept[name_of[bn]] = torch.tensor([i for i in range(bn.num_features) if i not in gone])
             group.prune()
@@ -331,6 +331,8 @@ def prune(
     out = Path(out)
     if out.suffix != ".safetensors":
         raise SlimfgError(f"--out must be a .safetensors file, got {out}")
+    if bn_stats not in BN_STATS:  # checked before the slow evaluation below
+        raise unknown_name("--bn-stats", bn_stats, list(BN_STATS))
     if finetune and not data_dir:
         raise SlimfgError("--finetune needs --data DIR")
     model, meta = artifact.load(model_path)
@@ -353,8 +355,6 @@ def prune(
     if importance == "taylor" and data_dir:
         loader = data.loader(train_split(), meta["preprocessing"], False, 32, 0)
         taylor_batch = next(iter(loader))[:2]
-    if bn_stats not in BN_STATS:
-        raise unknown_name("--bn-stats", bn_stats, list(BN_STATS))
     dense_stats, kept = None, {}
     if data_dir and bn_stats == "match" and keep < 1.0:
         loader = data.loader(

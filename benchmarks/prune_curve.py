@@ -1,15 +1,16 @@
 """Accuracy vs MACs when pruning: keep fraction x channel importance, same fine-tune budget.
 
 Prunes MODEL (a slimfg artifact trained with attention) at every --keeps value with
-every --importances criterion, re-estimates BatchNorm statistics, fine-tunes each with
-the same schedule on the same training subset (distilled from MODEL), and evaluates on
-the full val split. keep 1.0 fine-tunes the unpruned model with the same budget, the
-fair reference. Writes benchmarks/results/prune_curve.json and prune_curve.png.
+every --importances criterion, repairs it (--bn-stats: re-estimates BatchNorm
+statistics by default, or refits the convs), fine-tunes each with the same schedule on
+the same training subset (distilled from MODEL), and evaluates on the full val split.
+keep 1.0 fine-tunes the unpruned model with the same budget, the fair reference.
+Writes benchmarks/results/prune_curve.json and prune_curve.png.
 
 Default run (~30 min on 2 CPU cores): 15 train images per class, fine-tune `t`.
 
 Usage: python benchmarks/prune_curve.py MODEL DATA [--keeps 1.0,0.8,0.6,0.4,0.3]
-       [--importances attention,magnitude,bn,random] [--finetune t] [--quick]
+       [--importances attention,magnitude,bn,random] [--finetune t] [--bn-stats recal] [--quick]
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def main() -> None:
     parser.add_argument("--finetune", default="t")
     parser.add_argument("--lr", default="t=1e-3")
     parser.add_argument("--distill", type=float, default=0.9)
+    parser.add_argument("--bn-stats", default="recal", help="repair after pruning (see slimfg prune --help)")
     parser.add_argument("--per-class", type=int, default=15, help="fine-tune images per class (0 = all)")
     parser.add_argument("--quick", action="store_true", help="CI smoke run on a tiny model and the sample")
     parser.add_argument("--out", default=None)
@@ -81,7 +83,7 @@ def main() -> None:
                 report = prune(args.model, str(tmp / f"{keep}_{importance}.safetensors"), keep=keep,
                                importance="attention" if importance == "none" else importance,
                                data_dir=str(data), finetune=args.finetune, train_options=options,
-                               latency=False)  # fmt: skip
+                               latency=False, bn_stats=args.bn_stats)  # fmt: skip
                 before, after = report["before"], report["after"]
                 rows.append({
                     "keep": keep, "importance": importance, "macs": after["macs"], "params": after["params"],
@@ -95,6 +97,7 @@ def main() -> None:
                          rows[-1]["macs_ratio"])  # fmt: skip
     doc = {"machine": machine(), "model": args.model if not args.quick else "quick", "data": args.data,
            "finetune": args.finetune, "lr": lr, "distill": args.distill, "per_class": args.per_class,
+           "bn_stats": args.bn_stats,
            "rows": rows}  # fmt: skip
     write_json(out, doc)
     plot(rows, out.with_suffix(".png"))

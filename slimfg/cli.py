@@ -98,6 +98,14 @@ LR_HELP = (
 @click.option("--lr", default=None, help=LR_HELP)
 @click.option("--weight-decay", type=float, default=0.0, show_default=True, help="Optimizer weight decay.")
 @click.option(
+    "--lr-decay",
+    type=click.Choice(["none", "cosine"]),
+    default="none",
+    show_default=True,
+    help="cosine: every phase's lr falls along one cosine from its --lr value at the start of the "
+    "schedule to 0 at its end (per batch); none: constant lr.",
+)
+@click.option(
     "--optimizer",
     type=click.Choice(["adam", "sgd"]),
     default="adam",
@@ -317,16 +325,26 @@ def rank(model: str, keep: float, round_to: int, out_dir: str | None) -> None:
 @click.option("--finetune", default="", help="Fine-tune schedule after pruning, e.g. ttt (needs --data).")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Fine-tune batch size.")
 @click.option("--lr", default=None, help=LR_HELP)
+@click.option(
+    "--lr-decay",
+    type=click.Choice(["none", "cosine"]),
+    default="none",
+    show_default=True,
+    help="cosine: every phase's lr falls along one cosine from its --lr value at the start of the "
+    "schedule to 0 at its end (per batch); none: constant lr.",
+)
 @click.option("--workers", type=int, default=2, show_default=True, help="Data loader worker processes.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Fine-tune seed.")
 @click.option(
     "--bn-stats",
-    type=click.Choice(["match", "recal", "none"]),
+    type=click.Choice(["refit", "match", "recal", "none"]),
     default="recal",
     show_default=True,
-    help="BatchNorm statistics after pruning (needs --data): match = shift them so every kept "
-    "channel leaves its BN as in the unpruned model (exact when the pruned channels are silent, "
-    "see `train --reg prune`); recal = re-estimate them on --bn-batches training batches; none.",
+    help="Repair after pruning, before fine-tuning (needs --data): refit = re-solve every dense "
+    "conv and linear layer by least squares so its outputs match the unpruned model's on 128 "
+    "training images (BN statistics kept); match = shift BN statistics so every kept channel "
+    "leaves its BN as in the unpruned model (exact when the pruned channels are silent, see "
+    "`train --reg prune`); recal = re-estimate BN statistics on --bn-batches training batches; none.",
 )
 @click.option(
     "--bn-batches",
@@ -367,6 +385,7 @@ def prune(
     finetune: str,
     batch_size: int,
     lr: str | None,
+    lr_decay: str,
     workers: int,
     seed: int,
     bn_stats: str,
@@ -384,6 +403,7 @@ def prune(
         "workers": workers,
         "seed": seed,
         "lr": parse_lr(lr) if lr is not None else dict(DEFAULT_LR),
+        "lr_decay": lr_decay,
         "distill": distill,
         "teacher": teacher,
     }

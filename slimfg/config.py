@@ -26,6 +26,7 @@ ATTENTION_PHASES = "as"
 # epoch) 1e-2 made val top-1 swing by 2-3 points between `a` epochs and ended at 90.3%,
 # 3e-3 ended at 92+% (docs/method.md); full fine-tuning wants a much lower lr.
 DEFAULT_LR = {"f": 3e-3, "a": 3e-3, "b": 1e-3, "t": 3e-4, "s": 3e-3}
+LR_DECAYS = ("none", "cosine")
 
 
 def parse_lr(text: str | float) -> dict[str, float]:
@@ -59,6 +60,8 @@ class TrainConfig:
     lr: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LR))
     weight_decay: float = 0.0
     optimizer: str = "adam"
+    # "cosine": every phase's lr decays along one cosine over the whole schedule.
+    lr_decay: str = "none"
     reg: str = "none"
     reg_lambda: float = 0.0
     # `--reg prune`: pull to zero the channels `slimfg prune --keep reg_keep --round-to
@@ -87,6 +90,8 @@ class TrainConfig:
             )
         if set(ATTENTION_PHASES) & set(self.schedule) and self.attention == "none":
             raise SlimfgError("schedule has attention ('a' or 's') phases but --attention is none")
+        if self.lr_decay not in LR_DECAYS:
+            raise unknown_name("--lr-decay", self.lr_decay, list(LR_DECAYS))
         if self.batch_size < 1 or self.workers < 0:
             raise SlimfgError("--batch-size must be >= 1 and --workers >= 0")
         if not 0 <= self.distill <= 1 or self.distill_temperature <= 0:

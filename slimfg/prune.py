@@ -10,6 +10,7 @@ pruning record is torch-pruning's own `pruning_history()` (plain JSON), which
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import tempfile
@@ -37,7 +38,7 @@ class AttentionImportance(tp.importance.Importance):
         n = len(group[0].root_idxs)
         total, count = torch.zeros(n), torch.zeros(n)
         for i, (dep, idxs) in enumerate(group):
-            if dep.layer in self.scores and getattr(dep.pruning_fn, "__name__", "") == "prune_out_channels":
+            if dep.layer in self.scores and _prunes_out(dep):
                 root = torch.tensor(group[i].root_idxs, dtype=torch.long)
                 total.scatter_add_(0, root, self.scores[dep.layer][idxs].float())
                 count.scatter_add_(0, root, torch.ones(len(idxs)))
@@ -152,9 +153,8 @@ def drop_plan(model: nn.Module, keep: float, size: int, round_to: int | None = 1
         for group in pruner.step(interactive=True):
             for dep, idxs in group:
                 layer = dep.target.module
-                out = getattr(dep.pruning_fn, "__name__", "") == "prune_out_channels"
                 depthwise = isinstance(layer, nn.Conv2d) and layer.groups == layer.in_channels > 1
-                if isinstance(layer, nn.Conv2d) and (out or depthwise):
+                if isinstance(layer, nn.Conv2d) and (_prunes_out(dep) or depthwise):
                     plan[name_of[layer]] = torch.tensor(sorted(idxs), dtype=torch.long)
     return plan
 
@@ -165,7 +165,8 @@ def prune_model(
 ) -> list:  # fmt: skip
     """Prune `model` in place; returns torch-pruning's pruning history (JSON-able).
 
-    `kept`, if given, is filled with {BatchNorm name: indices of the channels it kept}.
+    `kept`, if given, is filled with {layer name: indices of the output channels it
+    kept} for every BatchNorm, Conv2d and Linear that lost output channels.
     """
     size = meta["preprocessing"]["size"]
     with torch.enable_grad():  # torch-pruning traces the graph through autograd
@@ -185,13 +186,21 @@ def _prune(model, meta, keep, importance, global_pruning, round_to, taylor_batch
         name_of = {m: name for name, m in model.named_modules()}
         for group in pruner.step(interactive=True):  # what pruner.step() does, noting BN channels
             for dep, idxs in group if kept is not None else []:
-                bn = dep.target.module
-                if isinstance(bn, nn.modules.batchnorm._BatchNorm):
-                    gone = set(idxs)
-                    kept[name_of[bn]] = torch.tensor([i for i in range(bn.num_features) if i not in gone])
+                layer, gone = dep.target.module, set(idxs)
+                if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+                    kept[name_of[layer]] = torch.tensor(
+                        [i for i in range(layer.num_features) if i not in gone]
+                    )
+                elif isinstance(layer, (nn.Conv2d, nn.Linear)) and _prunes_out(dep):
+                    n = layer.weight.shape[0]
+                    kept[name_of[layer]] = torch.tensor([i for i in range(n) if i not in gone])
             group.prune()
     model.zero_grad(set_to_none=True)
     return [[name, bool(out), [int(i) for i in idxs]] for name, out, idxs in pruner.pruning_history()]
+
+
+def _prunes_out(dep) -> bool:
+    return getattr(dep.pruning_fn, "__name__", "") == "prune_out_channels"
 
 
 def ort_latency(dense: nn.Module, pruned: nn.Module, meta: dict) -> dict:
@@ -298,10 +307,102 @@ def match_bn(model: nn.Module, dense: dict, kept: dict, x: torch.Tensor) -> None
     _run(model, x, _hooks(model, on_bn, on_linear))
 
 
-# What happens to BatchNorm statistics after pruning (needs --data): `match` restores
-# each BN's input moments to the unpruned model's (`match_bn`), `recal` re-estimates
-# them from scratch on augmented training batches (`recalibrate_bn`), `none` keeps them.
-BN_STATS = ("match", "recal", "none")
+class _Stop(Exception):
+    """Raised by a forward hook to end a forward pass once the layer of interest ran."""
+
+
+def _layer_io(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`layer`'s input and output when `model` (eval mode) runs `x`; stops right after it."""
+    box = {}
+
+    def hook(_mod, inputs, output):
+        box["io"] = (inputs[0], output)
+        raise _Stop
+
+    handle = layer.register_forward_hook(hook)
+    try:
+        model.eval()(x)
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    return box["io"]
+
+
+def _refittable(layer: nn.Module) -> bool:
+    """Dense convs (groups 1) whose input we can unfold exactly, and Linear layers.
+
+    A k x k conv must be a plain `nn.Conv2d` with numeric padding; subclasses that pad in
+    `forward` (timm's `Conv2dSame`) are refitted only when 1 x 1, where padding is zero.
+    """
+    if isinstance(layer, nn.Linear):
+        return True
+    if not isinstance(layer, nn.Conv2d) or layer.groups != 1:
+        return False
+    if layer.kernel_size == (1, 1) and layer.padding in ((0, 0), "valid"):
+        return True
+    return type(layer) is nn.Conv2d and not isinstance(layer.padding, str)
+
+
+def _columns(layer: nn.Module, inp: torch.Tensor) -> torch.Tensor:
+    """`layer`'s input as (samples, features): one row per output position."""
+    if isinstance(layer, nn.Linear):
+        return inp.flatten(0, -2)
+    if layer.kernel_size == (1, 1):
+        sh, sw = layer.stride
+        return inp[:, :, ::sh, ::sw].permute(0, 2, 3, 1).flatten(0, 2)
+    cols = nn.functional.unfold(inp, layer.kernel_size, layer.dilation, layer.padding, layer.stride)
+    return cols.transpose(1, 2).flatten(0, 1)
+
+
+@torch.no_grad()
+def refit(
+    model: nn.Module, dense: nn.Module, kept: dict, x: torch.Tensor, ridge: float = 1e-2,
+    max_rows: int = 100_000,
+) -> list[str]:  # fmt: skip
+    """Least-squares refit of each dense conv and Linear of the pruned `model`, first to
+    last, so that on `x` its output matches the unpruned `dense` model's (kept channels).
+
+    The channel-pruning reconstruction of He et al. (2017) and ThiNet: a layer that lost
+    input channels solves `min ||W' X' - W X||^2 + ridge` for its new kernel, where X' is
+    what the pruned network now feeds it (errors from the layers before included) and
+    W X the unpruned layer's output. BatchNorm statistics stay the unpruned ones, which
+    is right once the conv outputs match. Returns the names of the refitted layers.
+    """
+    gen = torch.Generator().manual_seed(0)
+    done = []
+    for name, layer in list(model.named_modules()):
+        if not _refittable(layer):
+            continue
+        inp, _ = _layer_io(model, layer, x)
+        _, target = _layer_io(dense, dense.get_submodule(name), x)
+        if name in kept:
+            target = target[:, kept[name]]
+        X = _columns(layer, inp).double()
+        Y = (
+            target.flatten(0, -2) if isinstance(layer, nn.Linear) else target.movedim(1, -1).flatten(0, 2)
+        ).double()
+        if X.shape[0] > max_rows:
+            rows = torch.randperm(X.shape[0], generator=gen)[:max_rows]
+            X, Y = X[rows], Y[rows]
+        if layer.bias is not None:
+            X = torch.cat([X, torch.ones(len(X), 1, dtype=X.dtype)], 1)
+        gram = X.T @ X
+        gram += ridge * gram.diagonal().mean() * torch.eye(len(gram), dtype=gram.dtype)
+        solution = torch.linalg.solve(gram, X.T @ Y).T  # (out, features [+ bias])
+        if layer.bias is not None:
+            layer.bias.copy_(solution[:, -1])
+            solution = solution[:, :-1]
+        layer.weight.copy_(solution.reshape(layer.weight.shape))
+        done.append(name)
+    return done
+
+
+# What happens after pruning, before fine-tuning (needs --data): `refit` re-solves each
+# conv for the unpruned outputs (`refit`) and keeps BN statistics; `match` restores each
+# BN's input moments to the unpruned model's (`match_bn`); `recal` re-estimates BN
+# statistics from scratch on augmented training batches (`recalibrate_bn`); `none`.
+BN_STATS = ("refit", "match", "recal", "none")
 
 
 def weights_bytes(model: nn.Module) -> int:
@@ -355,13 +456,16 @@ def prune(
     if importance == "taylor" and data_dir:
         loader = data.loader(train_split(), meta["preprocessing"], False, 32, 0)
         taylor_batch = next(iter(loader))[:2]
-    dense_stats, kept = None, {}
-    if data_dir and bn_stats == "match" and keep < 1.0:
+    dense_stats, dense_model, kept = None, None, {}
+    if data_dir and bn_stats in ("match", "refit") and keep < 1.0:
         loader = data.loader(
             train_split(), meta["preprocessing"], False, 128, 2, generator=torch.Generator().manual_seed(0)
         )
         match_batch = next(iter(loader))[0]
-        dense_stats = bn_input_stats(model, match_batch)
+        if bn_stats == "match":
+            dense_stats = bn_input_stats(model, match_batch)
+        else:
+            dense_model = copy.deepcopy(model)
     t0 = time.perf_counter()
     history = prune_model(
         model, meta, keep, importance, global_pruning, round_to, taylor_batch, protect_stem, kept
@@ -372,6 +476,10 @@ def prune(
     log.info("pruned with %s importance in %.1f s", importance, time.perf_counter() - t0)
     if dense_stats is not None:
         match_bn(model, dense_stats, kept, match_batch)
+    elif dense_model is not None:
+        t0 = time.perf_counter()
+        done = refit(model, dense_model, kept, match_batch)
+        log.info("refitted %d layers in %.1f s", len(done), time.perf_counter() - t0)
     elif data_dir and bn_stats == "recal" and bn_batches and keep < 1.0:
         loader = data.loader(train_split(), meta["preprocessing"], True, 32, 2)
         recalibrate_bn(model, loader, bn_batches)

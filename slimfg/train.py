@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import asdict
@@ -62,6 +63,19 @@ def make_optimizer(params, name: str, lr: float, weight_decay: float) -> torch.o
 
 
 # ---------------------------------------------------------------- devices
+def lr_scheduler(optimizer, decay: str, epoch: int, epochs: int, steps: int):
+    """`cosine`: the phase's lr times a cosine that falls from 1 at the start of the run
+    to 0 at its end, stepped per batch (each epoch has a fresh optimizer, so the curve
+    is placed by `epoch`); `none`: constant lr (returns None)."""
+    if decay == "none":
+        return None
+
+    def factor(step: int) -> float:
+        return 0.5 * (1 + math.cos(math.pi * (epoch + step / max(steps, 1)) / epochs))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -107,11 +121,12 @@ def distill_loss(logits, teacher_logits, temperature: float) -> torch.Tensor:
 
 
 def train_one_epoch(model, loader, optimizer, device, amp, reg, reg_lambda, scaler, show, teacher=None,
-                    targets=None):  # fmt: skip
+                    targets=None, scheduler=None):  # fmt: skip
     """One pass over `loader`; returns loss, accuracy, images seen, images skipped.
 
     `teacher` is (model, alpha, temperature) for knowledge distillation, or None;
-    `targets` the channels the `prune` regulariser pulls to zero.
+    `targets` the channels the `prune` regulariser pulls to zero; `scheduler`, if
+    given, steps after every optimizer step.
     """
     inner = model.module if hasattr(model, "module") else model
     total_loss, correct, seen, skipped = 0.0, 0, 0, 0
@@ -134,6 +149,8 @@ def train_one_epoch(model, loader, optimizer, device, amp, reg, reg_lambda, scal
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
+        if scheduler is not None:
+            scheduler.step()
         total_loss += loss.item() * len(y)
         correct += (logits.argmax(1) == y).sum().item()
         seen += len(y)
@@ -289,6 +306,7 @@ def train(cfg: TrainConfig) -> Path:
             generator=torch.Generator().manual_seed(seed), sampler=sampler,
         )  # fmt: skip
         optimizer = make_optimizer(params, cfg.optimizer, cfg.lr[phase], cfg.weight_decay)
+        scheduler = lr_scheduler(optimizer, cfg.lr_decay, epoch, len(cfg.schedule), len(train_loader))
         reg = cfg.reg if phase in ATTENTION_PHASES else "none"
         if reg == "prune" and not set(ATTENTION_PHASES) & set(cfg.schedule[:epoch]):
             reg = "none"  # attention still at its init value: no ranking to plan from yet
@@ -305,7 +323,18 @@ def train(cfg: TrainConfig) -> Path:
                     attention.regulariser(model, "prune", targets).item(),
                 )  # fmt: skip
         loss, correct, seen, skipped = train_one_epoch(
-            net, train_loader, optimizer, device, amp, reg, cfg.reg_lambda, scaler, main, teacher, targets
+            net,
+            train_loader,
+            optimizer,
+            device,
+            amp,
+            reg,
+            cfg.reg_lambda,
+            scaler,
+            main,
+            teacher,
+            targets,
+            scheduler,
         )
         seconds = time.perf_counter() - t0
         if world > 1:

@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -225,15 +227,16 @@ def test_match_bn_restores_the_outputs_when_the_pruned_channels_are_silent():
 
 def test_bn_stats_modes_through_prune(tiny_data, tmp_path):
     """`--bn-stats match` and `recal` change the pruned model's BN statistics, `none`
-    keeps the unpruned model's for every kept channel; a bad mode is a one-line error."""
+    keeps the unpruned model's for every kept channel, `refit` keeps them too and
+    changes the conv weights instead; a bad mode is a one-line error."""
     from slimfg.config import TrainConfig
     from slimfg.train import train
 
     cfg = TrainConfig(data=str(tiny_data), out=str(tmp_path / "run"), arch="resnet18", weights="none",
                       schedule="fa", image_size=32, batch_size=4, workers=0)  # fmt: skip
     dense = train(cfg)
-    stats = {}
-    for mode in ("none", "match", "recal"):
+    stats, convs = {}, {}
+    for mode in ("none", "match", "recal", "refit"):
         out = tmp_path / f"{mode}.safetensors"
         prune(
             str(dense),
@@ -246,10 +249,58 @@ def test_bn_stats_modes_through_prune(tiny_data, tmp_path):
         )
         model, _ = artifact.load(out)
         stats[mode] = model.layer1[0].bn2.running_mean  # its channels are tied to the stem's
+        convs[mode] = model.layer1[0].conv2.weight
     dense_bn = artifact.load(dense)[0].layer1[0].bn2.running_mean
     assert set(stats["none"].tolist()) <= set(dense_bn.tolist())
     assert not torch.equal(stats["match"], stats["none"]) and not torch.equal(stats["recal"], stats["none"])
+    assert torch.equal(stats["refit"], stats["none"]) and not torch.equal(convs["refit"], convs["none"])
     with pytest.raises(SlimfgError, match="--bn-stats"):
         prune(
             str(dense), str(tmp_path / "x.safetensors"), keep=0.5, data_dir=str(tiny_data), bn_stats="bogus"
         )
+
+
+def test_refit_recovers_the_unpruned_outputs():
+    """`refit` solves each dense conv (k x k with stride and padding, 1 x 1 strided, with
+    and without bias) and the Linear for the reference outputs: a copy whose weights were
+    scrambled gets the reference's outputs back, on inputs it was not fitted on."""
+    from slimfg.prune import refit
+
+    torch.manual_seed(0)
+    dense = nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(16, 16, 1, stride=2), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5),
+    ).eval()  # fmt: skip
+    model = copy.deepcopy(dense)
+    with torch.no_grad():
+        for layer in (m for m in model if isinstance(m, (nn.Conv2d, nn.Linear))):
+            for p in layer.parameters():
+                p.add_(torch.randn_like(p))
+    x, x_new = torch.randn(64, 3, 32, 32), torch.randn(4, 3, 32, 32)  # 64 rows for the Linear
+    with torch.no_grad():
+        y, before = dense(x_new), model(x_new)
+        assert (before - y).abs().max() > 0.1
+        done = refit(model, dense, {}, x, ridge=1e-9)
+        assert done == ["0", "3", "5", "9"]
+        assert torch.allclose(model(x_new), y, atol=1e-4)
+
+
+def test_refit_repairs_a_pruned_lite0():
+    """After pruning half of every group, refitting lite0's 1 x 1 convs and classifier to
+    the unpruned outputs cuts the output error on new inputs."""
+    from slimfg.prune import refit
+
+    model, meta = attention_model("tf_efficientnet_lite0")
+    dense = copy.deepcopy(model)
+    x, x_new = torch.randn(32, 3, SIZE, SIZE), torch.randn(8, 3, SIZE, SIZE)
+    kept = {}
+    prune_model(model, meta, keep=0.5, kept=kept)
+    with torch.no_grad():
+        y = dense(x_new)
+        error = (model(x_new) - y).pow(2).mean()
+        done = refit(model, dense, kept, x)
+        assert "conv_head" in done and "classifier" in done and "blocks.1.0.conv_pwl" in done
+        assert not any("conv_dw" in name for name in done) and "conv_stem" not in done  # k x k, TF padding
+        assert (model(x_new) - y).pow(2).mean() < 0.5 * error

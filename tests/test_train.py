@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ from slimfg import artifact, attention, models
 from slimfg.config import TrainConfig
 from slimfg.errors import SlimfgError
 from slimfg.evaluate import evaluate_artifact
-from slimfg.train import distill_loss, set_phase, train
+from slimfg.train import distill_loss, lr_scheduler, set_phase, train
 
 
 def tiny_config(data, out, **kw) -> TrainConfig:
@@ -83,6 +84,7 @@ def test_same_seed_same_result_and_refuses_to_overwrite(tiny_data, tmp_path):
         ({"reg": "l1"}, "reg-lambda"),
         ({"distill": 0.5}, "--teacher"),
         ({"distill": 1.5, "teacher": "x"}, "--distill must be"),
+        ({"lr_decay": "linear"}, "--lr-decay"),
     ],
 )
 def test_bad_config(tiny_data, tmp_path, kw, message):
@@ -124,3 +126,21 @@ def test_prune_regulariser_pulls_the_planned_channels_to_zero(tiny_data, tmp_pat
         s = torch.tensor(meta["attention"]["scores"]["layer1.0.conv1"]).sort().values
         low[name], high = s[:32].mean().item(), s[32:].mean().item()
     assert low["prune"] < 0.2 < 0.6 < low["plain"] and high > 0.6, (low, high)
+
+
+def test_cosine_lr_spans_the_whole_schedule():
+    """With 3 epochs of 4 batches, the lr falls along one cosine across the epochs, each
+    epoch's fresh optimizer picking up where the last one ended; `none` keeps it flat."""
+    lrs = []
+    for epoch in range(3):
+        optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+        scheduler = lr_scheduler(optimizer, "cosine", epoch, 3, 4)
+        for _ in range(4):
+            lrs.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+    expected = [0.05 * (1 + math.cos(math.pi * i / 12)) for i in range(12)]
+    assert lrs == pytest.approx(expected)
+    assert (
+        lr_scheduler(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1), "none", 0, 3, 4) is None
+    )

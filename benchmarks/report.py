@@ -146,6 +146,32 @@ def attention_overhead(doc: dict | None) -> list[str]:
     ]
 
 
+def prune_curve_attempts(results: Path) -> list[str]:
+    """Other prune-curve runs (prune_curve_*.json, e.g. another --bn-stats): one row each."""
+    files = sorted(p for p in results.glob("prune_curve_*.json") if not p.stem.endswith("_quick"))
+    if not files:
+        return []
+    lines = [
+        "### Other repairs after pruning",
+        "",
+        "Same model, budget and subset as above; `repair` is `--bn-stats` (recal above).",
+        "",
+        "| file | repair | keep | importance | MACs | val top-1 before fine-tune | val top-1 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    notes = []
+    for path in files:
+        doc = json.loads(path.read_text())
+        for r in doc["rows"]:
+            lines.append(
+                f"| {path.name} | {doc.get('bn_stats', 'recal')} | {r['keep']} | {r['importance']} | "
+                f"{r['macs_ratio']:.3f}x | {pct(r['val_top1_no_finetune'])} | {pct(r['val_top1'])} |"
+            )
+        if doc.get("note"):
+            notes.append(f"- {path.name}: {doc['note']}")
+    return lines + ([""] + notes if notes else []) + [""]
+
+
 def main() -> None:
     import argparse
 
@@ -170,6 +196,8 @@ def main() -> None:
         lines += section(load(name, args.results))
         if name == "transfer":
             lines += transfer_attempts(args.results)
+        if name == "prune_curve":
+            lines += prune_curve_attempts(args.results)
     write_text(args.out, "\n".join(lines).rstrip() + "\n")
     print(f"wrote {args.out}")
 

@@ -106,6 +106,14 @@ LR_HELP = (
     "schedule to 0 at its end (per batch); none: constant lr.",
 )
 @click.option(
+    "--warmup",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Ramp the lr up linearly over this fraction of all training batches (0.1 = the first "
+    "tenth of the schedule); spares a freshly pruned model Adam's large first steps.",
+)
+@click.option(
     "--optimizer",
     type=click.Choice(["adam", "sgd"]),
     default="adam",
@@ -333,18 +341,35 @@ def rank(model: str, keep: float, round_to: int, out_dir: str | None) -> None:
     help="cosine: every phase's lr falls along one cosine from its --lr value at the start of the "
     "schedule to 0 at its end (per batch); none: constant lr.",
 )
+@click.option(
+    "--warmup",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Ramp the lr up linearly over this fraction of all training batches (0.1 = the first "
+    "tenth of the schedule); spares a freshly pruned model Adam's large first steps.",
+)
 @click.option("--workers", type=int, default=2, show_default=True, help="Data loader worker processes.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Fine-tune seed.")
 @click.option(
     "--bn-stats",
     type=click.Choice(["refit", "match", "recal", "none"]),
-    default="recal",
+    default="refit",
     show_default=True,
     help="Repair after pruning, before fine-tuning (needs --data): refit = re-solve every dense "
-    "conv and linear layer by least squares so its outputs match the unpruned model's on 128 "
-    "training images (BN statistics kept); match = shift BN statistics so every kept channel "
+    "conv and linear layer by least squares so its outputs match the unpruned model's on "
+    "--calib-images training images (BN statistics kept); match = shift BN statistics so every kept channel "
     "leaves its BN as in the unpruned model (exact when the pruned channels are silent, see "
     "`train --reg prune`); recal = re-estimate BN statistics on --bn-batches training batches; none.",
+)
+@click.option(
+    "--calib-images",
+    type=int,
+    default=512,
+    show_default=True,
+    help="Training images (one unaugmented batch) for --bn-stats refit and match. More fit better: "
+    "lite0 at 160 px, keep 0.6, before fine-tuning: 128 -> 15%, 512 -> 28%, 1024 -> 37% val "
+    "top-1; refit holds the whole batch's activations (512 at 160 px: ~6 GB).",
 )
 @click.option(
     "--bn-batches",
@@ -386,9 +411,11 @@ def prune(
     batch_size: int,
     lr: str | None,
     lr_decay: str,
+    warmup: float,
     workers: int,
     seed: int,
     bn_stats: str,
+    calib_images: int,
     bn_batches: int,
     distill: float,
     teacher: str | None,
@@ -404,12 +431,13 @@ def prune(
         "seed": seed,
         "lr": parse_lr(lr) if lr is not None else dict(DEFAULT_LR),
         "lr_decay": lr_decay,
+        "warmup": warmup,
         "distill": distill,
         "teacher": teacher,
     }
     report = run_prune(
         model, out, keep, importance, global_pruning, round_to or None, data_dir, finetune, options,
-        latency, bn_batches, protect_stem, bn_stats,
+        latency, bn_batches, protect_stem, bn_stats, calib_images,
     )  # fmt: skip
     before, after = report["before"], report["after"]
     click.echo(f"{'':14}{'before':>14}{'after':>14}{'ratio':>8}")

@@ -62,6 +62,8 @@ class TrainConfig:
     optimizer: str = "adam"
     # "cosine": every phase's lr decays along one cosine over the whole schedule.
     lr_decay: str = "none"
+    # Linear lr warm-up over this fraction of the run's batches (0 = none).
+    warmup: float = 0.0
     reg: str = "none"
     reg_lambda: float = 0.0
     # `--reg prune`: pull to zero the channels `slimfg prune --keep reg_keep --round-to
@@ -92,6 +94,8 @@ class TrainConfig:
             raise SlimfgError("schedule has attention ('a' or 's') phases but --attention is none")
         if self.lr_decay not in LR_DECAYS:
             raise unknown_name("--lr-decay", self.lr_decay, list(LR_DECAYS))
+        if not 0 <= self.warmup < 1:
+            raise SlimfgError(f"--warmup must be in [0, 1), got {self.warmup}")
         if self.batch_size < 1 or self.workers < 0:
             raise SlimfgError("--batch-size must be >= 1 and --workers >= 0")
         if not 0 <= self.distill <= 1 or self.distill_temperature <= 0:

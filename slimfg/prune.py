@@ -307,28 +307,6 @@ def match_bn(model: nn.Module, dense: dict, kept: dict, x: torch.Tensor) -> None
     _run(model, x, _hooks(model, on_bn, on_linear))
 
 
-class _Stop(Exception):
-    """Raised by a forward hook to end a forward pass once the layer of interest ran."""
-
-
-def _layer_io(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """`layer`'s input and output when `model` (eval mode) runs `x`; stops right after it."""
-    box = {}
-
-    def hook(_mod, inputs, output):
-        box["io"] = (inputs[0], output)
-        raise _Stop
-
-    handle = layer.register_forward_hook(hook)
-    try:
-        model.eval()(x)
-    except _Stop:
-        pass
-    finally:
-        handle.remove()
-    return box["io"]
-
-
 def _refittable(layer: nn.Module) -> bool:
     """Dense convs (groups 1) whose input we can unfold exactly, and Linear layers.
 
@@ -355,10 +333,15 @@ def _columns(layer: nn.Module, inp: torch.Tensor) -> torch.Tensor:
     return cols.transpose(1, 2).flatten(0, 1)
 
 
+def _rows(layer: nn.Module, output: torch.Tensor) -> torch.Tensor:
+    """`layer`'s output as (samples, channels), rows in the order `_columns` makes them."""
+    return output.flatten(0, -2) if isinstance(layer, nn.Linear) else output.movedim(1, -1).flatten(0, 2)
+
+
 @torch.no_grad()
 def refit(
     model: nn.Module, dense: nn.Module, kept: dict, x: torch.Tensor, ridge: float = 1e-2,
-    max_rows: int = 100_000,
+    max_rows: int = 50_000,
 ) -> list[str]:  # fmt: skip
     """Least-squares refit of each dense conv and Linear of the pruned `model`, first to
     last, so that on `x` its output matches the unpruned `dense` model's (kept channels).
@@ -367,34 +350,44 @@ def refit(
     input channels solves `min ||W' X' - W X||^2 + ridge` for its new kernel, where X' is
     what the pruned network now feeds it (errors from the layers before included) and
     W X the unpruned layer's output. BatchNorm statistics stay the unpruned ones, which
-    is right once the conv outputs match. Returns the names of the refitted layers.
+    is right once the conv outputs match. Two forward passes: the unpruned model's
+    records every target (at up to `max_rows` sampled positions per layer); in the
+    pruned model's, each layer refits itself on its actual input and hands on the
+    output of its new kernel. Returns the names of the refitted layers.
     """
     gen = torch.Generator().manual_seed(0)
-    done = []
-    for name, layer in list(model.named_modules()):
-        if not _refittable(layer):
-            continue
-        inp, _ = _layer_io(model, layer, x)
-        _, target = _layer_io(dense, dense.get_submodule(name), x)
-        if name in kept:
-            target = target[:, kept[name]]
-        X = _columns(layer, inp).double()
-        Y = (
-            target.flatten(0, -2) if isinstance(layer, nn.Linear) else target.movedim(1, -1).flatten(0, 2)
-        ).double()
-        if X.shape[0] > max_rows:
-            rows = torch.randperm(X.shape[0], generator=gen)[:max_rows]
-            X, Y = X[rows], Y[rows]
+    targets, done = {}, []
+
+    def record(name, layer, _inputs, output):
+        y = _rows(layer, output)
+        rows = torch.randperm(len(y), generator=gen)[:max_rows] if len(y) > max_rows else None
+        y = y if rows is None else y[rows]
+        targets[name] = (rows, y[:, kept[name]] if name in kept else y)
+
+    def solve(name, layer, inputs, _output):
+        rows, y = targets[name]
+        x_cols = _columns(layer, inputs[0])
+        x_cols = (x_cols if rows is None else x_cols[rows]).double()
         if layer.bias is not None:
-            X = torch.cat([X, torch.ones(len(X), 1, dtype=X.dtype)], 1)
-        gram = X.T @ X
+            x_cols = torch.cat([x_cols, torch.ones(len(x_cols), 1, dtype=x_cols.dtype)], 1)
+        gram = x_cols.T @ x_cols
         gram += ridge * gram.diagonal().mean() * torch.eye(len(gram), dtype=gram.dtype)
-        solution = torch.linalg.solve(gram, X.T @ Y).T  # (out, features [+ bias])
+        solution = torch.linalg.solve(gram, x_cols.T @ y.double()).T  # (out, features [+ bias])
         if layer.bias is not None:
             layer.bias.copy_(solution[:, -1])
             solution = solution[:, :-1]
         layer.weight.copy_(solution.reshape(layer.weight.shape))
         done.append(name)
+        return layer.forward(inputs[0])  # the new kernel's output, for the layers after it
+
+    names = [name for name, layer in model.named_modules() if _refittable(layer)]
+    for net, hook in ((dense, record), (model, solve)):
+        handles = [net.get_submodule(n).register_forward_hook(functools.partial(hook, n)) for n in names]
+        try:
+            net.eval()(x)
+        finally:
+            for h in handles:
+                h.remove()
     return done
 
 
@@ -422,7 +415,8 @@ def prune(
     latency: bool = True,
     bn_batches: int = 50,
     protect_stem: bool = False,
-    bn_stats: str = "recal",
+    bn_stats: str = "refit",
+    calib_images: int = 512,
 ) -> dict:
     """Prune a slimfg artifact, optionally fine-tune it on `data_dir`, save it; returns the report."""
     from slimfg.config import TrainConfig
@@ -459,9 +453,10 @@ def prune(
     dense_stats, dense_model, kept = None, None, {}
     if data_dir and bn_stats in ("match", "refit") and keep < 1.0:
         loader = data.loader(
-            train_split(), meta["preprocessing"], False, 128, 2, generator=torch.Generator().manual_seed(0)
-        )
-        match_batch = next(iter(loader))[0]
+            train_split(), meta["preprocessing"], False, calib_images, 2,
+            generator=torch.Generator().manual_seed(0),
+        )  # fmt: skip
+        match_batch = next(iter(loader))[0]  # one batch: refit and match see all of it at once
         if bn_stats == "match":
             dense_stats = bn_input_stats(model, match_batch)
         else:

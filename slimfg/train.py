@@ -63,15 +63,19 @@ def make_optimizer(params, name: str, lr: float, weight_decay: float) -> torch.o
 
 
 # ---------------------------------------------------------------- devices
-def lr_scheduler(optimizer, decay: str, epoch: int, epochs: int, steps: int):
-    """`cosine`: the phase's lr times a cosine that falls from 1 at the start of the run
-    to 0 at its end, stepped per batch (each epoch has a fresh optimizer, so the curve
-    is placed by `epoch`); `none`: constant lr (returns None)."""
-    if decay == "none":
+def lr_scheduler(optimizer, decay: str, epoch: int, epochs: int, steps: int, warmup: float = 0.0):
+    """The lr factor for each batch of `epoch`, placed on one curve over the whole run
+    (every epoch has a fresh optimizer): a linear warm-up over the first `warmup`
+    fraction of the run's batches, then `cosine` falls from 1 to 0 at the run's end and
+    `none` stays at 1. Returns None when the factor is always 1."""
+    if decay == "none" and not warmup:
         return None
+    total = epochs * max(steps, 1)
 
     def factor(step: int) -> float:
-        return 0.5 * (1 + math.cos(math.pi * (epoch + step / max(steps, 1)) / epochs))
+        t = (epoch * max(steps, 1) + step) / total  # position in the run, 0 -> 1
+        ramp = min(1.0, (t + 1 / total) / warmup) if warmup else 1.0
+        return ramp * (0.5 * (1 + math.cos(math.pi * t)) if decay == "cosine" else 1.0)
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
@@ -306,7 +310,9 @@ def train(cfg: TrainConfig) -> Path:
             generator=torch.Generator().manual_seed(seed), sampler=sampler,
         )  # fmt: skip
         optimizer = make_optimizer(params, cfg.optimizer, cfg.lr[phase], cfg.weight_decay)
-        scheduler = lr_scheduler(optimizer, cfg.lr_decay, epoch, len(cfg.schedule), len(train_loader))
+        scheduler = lr_scheduler(
+            optimizer, cfg.lr_decay, epoch, len(cfg.schedule), len(train_loader), cfg.warmup
+        )
         reg = cfg.reg if phase in ATTENTION_PHASES else "none"
         if reg == "prune" and not set(ATTENTION_PHASES) & set(cfg.schedule[:epoch]):
             reg = "none"  # attention still at its init value: no ranking to plan from yet

@@ -85,6 +85,7 @@ def test_same_seed_same_result_and_refuses_to_overwrite(tiny_data, tmp_path):
         ({"distill": 0.5}, "--teacher"),
         ({"distill": 1.5, "teacher": "x"}, "--distill must be"),
         ({"lr_decay": "linear"}, "--lr-decay"),
+        ({"warmup": 1.0}, "--warmup"),
     ],
 )
 def test_bad_config(tiny_data, tmp_path, kw, message):
@@ -130,7 +131,8 @@ def test_prune_regulariser_pulls_the_planned_channels_to_zero(tiny_data, tmp_pat
 
 def test_cosine_lr_spans_the_whole_schedule():
     """With 3 epochs of 4 batches, the lr falls along one cosine across the epochs, each
-    epoch's fresh optimizer picking up where the last one ended; `none` keeps it flat."""
+    epoch's fresh optimizer picking up where the last one ended; `none` keeps it flat,
+    after the warm-up ramp if one is asked for."""
     lrs = []
     for epoch in range(3):
         optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
@@ -141,6 +143,15 @@ def test_cosine_lr_spans_the_whole_schedule():
             scheduler.step()
     expected = [0.05 * (1 + math.cos(math.pi * i / 12)) for i in range(12)]
     assert lrs == pytest.approx(expected)
+    lrs = []
+    for epoch in range(2):  # warm-up over the first quarter of 2 x 4 batches, constant after
+        optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+        scheduler = lr_scheduler(optimizer, "none", epoch, 2, 4, warmup=0.25)
+        for _ in range(4):
+            lrs.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+    assert lrs == pytest.approx([0.05, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1])
     assert (
         lr_scheduler(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1), "none", 0, 3, 4) is None
     )

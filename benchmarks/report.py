@@ -74,6 +74,7 @@ def transfer_attempts(results: Path) -> list[str]:
     for path in files:
         doc = json.loads(path.read_text())
         lr = ", ".join(f"{k}={v:g}" for k, v in doc["lr"].items())
+        lr += ", cosine decay" if doc.get("lr_decay", "none") != "none" else ""
         for name, r in doc["results"].items():
             lines.append(
                 f"| {path.name} | {name} | `{r['schedule']}` | {lr} | {pct(r['final_val_top1'])} | {pct(r['test_top1'])} |"

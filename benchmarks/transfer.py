@@ -11,7 +11,7 @@ Default run (~25 min on 2 CPU cores): 15 train images per class, all val/test im
 128 px, 5 epochs.
 
 Usage: python benchmarks/transfer.py DATA [--per-class 15] [--image-size 128] [--epochs 5]
-       [--methods head,full,bn,attention,attention-full,authors] [--lr a=1e-2] [--quick]
+       [--methods head,full,bn,attention,attention-full,authors] [--lr a=1e-2] [--lr-decay cosine] [--quick]
        (a custom method is NAME=SCHEDULE/ATTENTION, e.g. --methods ab=fabab/out)
 """
 
@@ -68,6 +68,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--methods", default=",".join(methods(5)))
     parser.add_argument("--lr", default=None, help="per-phase lr override, e.g. a=1e-2")
+    parser.add_argument("--lr-decay", default="none", help="none or cosine (see slimfg train --help)")
     parser.add_argument("--quick", action="store_true", help="CI smoke run: bundled sample, 2 epochs, 64 px")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
@@ -94,7 +95,7 @@ def main() -> None:
             name = name.split("=")[0]
             t0 = time.perf_counter()
             cfg = TrainConfig(data=str(data), out=str(Path(tmp) / name), image_size=args.image_size,
-                              lr=lr, **spec)  # fmt: skip
+                              lr=lr, lr_decay=args.lr_decay, **spec)  # fmt: skip
             model = train(cfg)
             meta = artifact.read_meta(model)
             history = meta["train"]["history"]
@@ -117,7 +118,8 @@ def main() -> None:
                 "%s: val top-1 %.4f, test %s", name, history[-1]["val_top1"], test
             )
     doc = {"machine": machine(), "data": args.data, "per_class": args.per_class,
-           "image_size": args.image_size, "epochs": args.epochs, "lr": lr, "results": results}  # fmt: skip
+           "image_size": args.image_size, "epochs": args.epochs, "lr": lr,
+           "lr_decay": args.lr_decay, "results": results}  # fmt: skip
     write_json(out, doc)
     plot(results, out.with_suffix(".png"))
     print(f"{'method':16}{'schedule':>12}{'trains':>12}{'val top-1':>11}{'test top-1':>12}{'seconds':>9}")

@@ -5,7 +5,9 @@ Fold attention into the kernels, build `torch_pruning.DependencyGraph`, and prun
 add share one decision; a depthwise conv follows its producer). The channel ranking is
 `AttentionImportance`: the learned attention scores averaged over the group. The
 pruning record is torch-pruning's own `pruning_history()` (plain JSON), which
-`replay` re-applies to a fresh model when an artifact is loaded.
+`replay` re-applies to a fresh model when an artifact is loaded. Before fine-tuning,
+`refit` re-solves the layers after each cut by least squares so that they reproduce
+the unpruned model's outputs (`--bn-stats refit`, the default).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from slimfg.config import DEFAULT_LR, PHASES, TrainConfig, field_names, load_recipe, parse_lr
+from slimfg.config import DEFAULT_LR, LR_DECAYS, PHASES, TrainConfig, field_names, load_recipe, parse_lr
 from slimfg.errors import SlimfgError
 from slimfg.models import DEFAULT_ARCH
 
@@ -56,6 +56,26 @@ LR_HELP = (
 )
 
 
+def lr_schedule_options(command):
+    """--lr-decay and --warmup, shared by `train` and `prune` (TrainConfig fields)."""
+    command = click.option(
+        "--warmup",
+        type=float,
+        default=0.0,
+        show_default=True,
+        help="Ramp the lr up linearly over this fraction of all training batches (0.1 = the first "
+        "tenth of the schedule); spares a freshly pruned model Adam's large first steps.",
+    )(command)
+    return click.option(
+        "--lr-decay",
+        type=click.Choice(list(LR_DECAYS)),
+        default="none",
+        show_default=True,
+        help="cosine: every phase's lr falls along one cosine from its --lr value at the start of the "
+        "schedule to 0 at its end (per batch); none: constant lr.",
+    )(command)
+
+
 @main.command()
 @click.argument("data")
 @click.option(
@@ -97,22 +117,7 @@ LR_HELP = (
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Global batch size.")
 @click.option("--lr", default=None, help=LR_HELP)
 @click.option("--weight-decay", type=float, default=0.0, show_default=True, help="Optimizer weight decay.")
-@click.option(
-    "--lr-decay",
-    type=click.Choice(["none", "cosine"]),
-    default="none",
-    show_default=True,
-    help="cosine: every phase's lr falls along one cosine from its --lr value at the start of the "
-    "schedule to 0 at its end (per batch); none: constant lr.",
-)
-@click.option(
-    "--warmup",
-    type=float,
-    default=0.0,
-    show_default=True,
-    help="Ramp the lr up linearly over this fraction of all training batches (0.1 = the first "
-    "tenth of the schedule); spares a freshly pruned model Adam's large first steps.",
-)
+@lr_schedule_options
 @click.option(
     "--optimizer",
     type=click.Choice(["adam", "sgd"]),
@@ -333,22 +338,7 @@ def rank(model: str, keep: float, round_to: int, out_dir: str | None) -> None:
 @click.option("--finetune", default="", help="Fine-tune schedule after pruning, e.g. ttt (needs --data).")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Fine-tune batch size.")
 @click.option("--lr", default=None, help=LR_HELP)
-@click.option(
-    "--lr-decay",
-    type=click.Choice(["none", "cosine"]),
-    default="none",
-    show_default=True,
-    help="cosine: every phase's lr falls along one cosine from its --lr value at the start of the "
-    "schedule to 0 at its end (per batch); none: constant lr.",
-)
-@click.option(
-    "--warmup",
-    type=float,
-    default=0.0,
-    show_default=True,
-    help="Ramp the lr up linearly over this fraction of all training batches (0.1 = the first "
-    "tenth of the schedule); spares a freshly pruned model Adam's large first steps.",
-)
+@lr_schedule_options
 @click.option("--workers", type=int, default=2, show_default=True, help="Data loader worker processes.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Fine-tune seed.")
 @click.option(

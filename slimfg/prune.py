@@ -189,12 +189,9 @@ def _prune(model, meta, keep, importance, global_pruning, round_to, taylor_batch
         for group in pruner.step(interactive=True):  # what pruner.step() does, noting BN channels
             for dep, idxs in group if kept is not None else []:
                 layer, gone = dep.target.module, set(idxs)
-                if isinstance(layer, nn.modules.batchnorm._BatchNorm):
-                    kept[name_of[layer]] = torch.tensor(
-                        [i for i in range(layer.num_features) if i not in gone]
-                    )
-                elif isinstance(layer, (nn.Conv2d, nn.Linear)) and _prunes_out(dep):
-                    n = layer.weight.shape[0]
+                is_bn = isinstance(layer, nn.modules.batchnorm._BatchNorm)
+                if is_bn or (isinstance(layer, (nn.Conv2d, nn.Linear)) and _prunes_out(dep)):
+                    n = layer.num_features if is_bn else layer.weight.shape[0]
                     kept[name_of[layer]] = torch.tensor([i for i in range(n) if i not in gone])
             group.prune()
     model.zero_grad(set_to_none=True)
@@ -394,7 +391,7 @@ def refit(
 
 
 # What happens after pruning, before fine-tuning (needs --data): `refit` re-solves each
-# conv for the unpruned outputs (`refit`) and keeps BN statistics; `match` restores each
+# dense conv and linear layer for the unpruned outputs and keeps BN statistics; `match` restores each
 # BN's input moments to the unpruned model's (`match_bn`); `recal` re-estimates BN
 # statistics from scratch on augmented training batches (`recalibrate_bn`); `none`.
 BN_STATS = ("refit", "match", "recal", "none")
@@ -458,9 +455,9 @@ def prune(
             train_split(), meta["preprocessing"], False, calib_images, 2,
             generator=torch.Generator().manual_seed(0),
         )  # fmt: skip
-        match_batch = next(iter(loader))[0]  # one batch: refit and match see all of it at once
+        calib_batch = next(iter(loader))[0]  # one batch: refit and match see all of it at once
         if bn_stats == "match":
-            dense_stats = bn_input_stats(model, match_batch)
+            dense_stats = bn_input_stats(model, calib_batch)
         else:
             dense_model = copy.deepcopy(model)
     t0 = time.perf_counter()
@@ -472,10 +469,10 @@ def prune(
     meta = {**meta, "pruning": record}
     log.info("pruned with %s importance in %.1f s", importance, time.perf_counter() - t0)
     if dense_stats is not None:
-        match_bn(model, dense_stats, kept, match_batch)
+        match_bn(model, dense_stats, kept, calib_batch)
     elif dense_model is not None:
         t0 = time.perf_counter()
-        done = refit(model, dense_model, kept, match_batch)
+        done = refit(model, dense_model, kept, calib_batch)
         log.info("refitted %d layers in %.1f s", len(done), time.perf_counter() - t0)
     elif data_dir and bn_stats == "recal" and bn_batches and keep < 1.0:
         loader = data.loader(train_split(), meta["preprocessing"], True, 32, 2)

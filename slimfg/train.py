@@ -62,7 +62,6 @@ def make_optimizer(params, name: str, lr: float, weight_decay: float) -> torch.o
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
 
 
-# ---------------------------------------------------------------- devices
 def lr_scheduler(optimizer, decay: str, epoch: int, epochs: int, steps: int, warmup: float = 0.0):
     """The lr factor for each batch of `epoch`, placed on one curve over the whole run
     (every epoch has a fresh optimizer): a linear warm-up over the first `warmup`
@@ -80,6 +79,7 @@ def lr_scheduler(optimizer, decay: str, epoch: int, epochs: int, steps: int, war
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+# ---------------------------------------------------------------- devices
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -329,19 +329,9 @@ def train(cfg: TrainConfig) -> Path:
                     attention.regulariser(model, "prune", targets).item(),
                 )  # fmt: skip
         loss, correct, seen, skipped = train_one_epoch(
-            net,
-            train_loader,
-            optimizer,
-            device,
-            amp,
-            reg,
-            cfg.reg_lambda,
-            scaler,
-            main,
-            teacher,
-            targets,
+            net, train_loader, optimizer, device, amp, reg, cfg.reg_lambda, scaler, main, teacher, targets,
             scheduler,
-        )
+        )  # fmt: skip
         seconds = time.perf_counter() - t0
         if world > 1:
             totals = torch.tensor([loss, correct, seen, skipped], dtype=torch.float64)

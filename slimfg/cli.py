@@ -56,8 +56,16 @@ LR_HELP = (
 )
 
 
-def lr_schedule_options(command):
-    """--lr-decay and --warmup, shared by `train` and `prune` (TrainConfig fields)."""
+def schedule_options(command):
+    """--lr-decay, --warmup and --crop-scale, shared by `train` and `prune` (TrainConfig fields)."""
+    command = click.option(
+        "--crop-scale",
+        type=float,
+        default=0.08,
+        show_default=True,
+        help="Smallest share of the image area a random training crop covers (0.08 = the ImageNet "
+        "recipe; e.g. 0.35 augments more mildly, which suits a short fine-tune).",
+    )(command)
     command = click.option(
         "--warmup",
         type=float,
@@ -117,7 +125,7 @@ def lr_schedule_options(command):
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Global batch size.")
 @click.option("--lr", default=None, help=LR_HELP)
 @click.option("--weight-decay", type=float, default=0.0, show_default=True, help="Optimizer weight decay.")
-@lr_schedule_options
+@schedule_options
 @click.option(
     "--optimizer",
     type=click.Choice(["adam", "sgd"]),
@@ -338,7 +346,7 @@ def rank(model: str, keep: float, round_to: int, out_dir: str | None) -> None:
 @click.option("--finetune", default="", help="Fine-tune schedule after pruning, e.g. ttt (needs --data).")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Fine-tune batch size.")
 @click.option("--lr", default=None, help=LR_HELP)
-@lr_schedule_options
+@schedule_options
 @click.option("--workers", type=int, default=2, show_default=True, help="Data loader worker processes.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Fine-tune seed.")
 @click.option(
@@ -402,6 +410,7 @@ def prune(
     lr: str | None,
     lr_decay: str,
     warmup: float,
+    crop_scale: float,
     workers: int,
     seed: int,
     bn_stats: str,
@@ -422,6 +431,7 @@ def prune(
         "lr": parse_lr(lr) if lr is not None else dict(DEFAULT_LR),
         "lr_decay": lr_decay,
         "warmup": warmup,
+        "crop_scale": crop_scale,
         "distill": distill,
         "teacher": teacher,
     }

@@ -64,6 +64,8 @@ class TrainConfig:
     lr_decay: str = "none"
     # Linear lr warm-up over this fraction of the run's batches (0 = none).
     warmup: float = 0.0
+    # Smallest share of the image area a random-resized training crop may cover.
+    crop_scale: float = 0.08
     reg: str = "none"
     reg_lambda: float = 0.0
     # `--reg prune`: pull to zero the channels `slimfg prune --keep reg_keep --round-to
@@ -96,6 +98,8 @@ class TrainConfig:
             raise unknown_name("--lr-decay", self.lr_decay, list(LR_DECAYS))
         if not 0 <= self.warmup < 1:
             raise SlimfgError(f"--warmup must be in [0, 1), got {self.warmup}")
+        if not 0 < self.crop_scale <= 1:
+            raise SlimfgError(f"--crop-scale must be in (0, 1], got {self.crop_scale}")
         if self.batch_size < 1 or self.workers < 0:
             raise SlimfgError("--batch-size must be >= 1 and --workers >= 0")
         if not 0 <= self.distill <= 1 or self.distill_temperature <= 0:

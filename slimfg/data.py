@@ -48,13 +48,16 @@ class Splits:
     skipped: int  # unreadable files dropped while indexing
 
 
-def transforms(pre: dict, train: bool) -> T.Compose:
-    """The arch's own preprocessing: random-resized crop + flip to train, resize + centre crop to eval."""
+def transforms(pre: dict, train: bool, crop_scale: float = 0.08) -> T.Compose:
+    """The arch's own preprocessing: random-resized crop + flip to train, resize + centre crop to eval.
+
+    `crop_scale` is the smallest share of the image area a training crop may cover
+    (0.08 is the ImageNet recipe; larger values give milder augmentation)."""
     interp = T.InterpolationMode(pre["interpolation"])
     size = pre["size"]
     norm = [T.ToTensor(), T.Normalize(pre["mean"], pre["std"])]
     if train:
-        return T.Compose([T.RandomResizedCrop(size, interpolation=interp), T.RandomHorizontalFlip(), *norm])
+        return T.Compose([T.RandomResizedCrop(size, scale=(crop_scale, 1.0), interpolation=interp), T.RandomHorizontalFlip(), *norm])
     resize = round(size / pre["crop_pct"])
     return T.Compose([T.Resize(resize, interpolation=interp), T.CenterCrop(size), *norm])
 
@@ -223,9 +226,10 @@ def loader(
     workers: int,
     generator: torch.Generator | None = None,
     sampler=None,
+    crop_scale: float = 0.08,
 ) -> DataLoader:
     return DataLoader(
-        Transformed(dataset, transforms(pre, train)),
+        Transformed(dataset, transforms(pre, train, crop_scale)),
         batch_size=batch_size,
         shuffle=train and sampler is None,
         sampler=sampler,

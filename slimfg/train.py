@@ -307,7 +307,7 @@ def train(cfg: TrainConfig) -> Path:
             sampler = torch.utils.data.DistributedSampler(splits.train, world, rank, shuffle=True, seed=seed)
         train_loader = data.loader(
             splits.train, pre, True, per_rank_batch, cfg.workers,
-            generator=torch.Generator().manual_seed(seed), sampler=sampler,
+            generator=torch.Generator().manual_seed(seed), sampler=sampler, crop_scale=cfg.crop_scale,
         )  # fmt: skip
         optimizer = make_optimizer(params, cfg.optimizer, cfg.lr[phase], cfg.weight_decay)
         scheduler = lr_scheduler(

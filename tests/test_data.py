@@ -1,7 +1,9 @@
 import shutil
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from slimfg import data
 from slimfg.errors import SlimfgError
@@ -77,6 +79,22 @@ def test_eval_transform_matches_preprocessing(tiny_data):
     x, _, _ = next(iter(data.loader(splits.val, pre, False, 4, 0)))
     assert x.shape == (4, 3, 40, 40) and -1.0 <= x.min() and x.max() <= 1.0
     assert torch.isfinite(x).all()
+
+
+def test_crop_scale_bounds_the_training_crop():
+    """A horizontal ramp image: a crop's span of ramp values is the share of the width it kept."""
+    pre = {"size": 32, "mean": [0.0] * 3, "std": [1.0] * 3, "interpolation": "bilinear", "crop_pct": 1.0}
+    ramp = np.tile(np.linspace(0, 255, 64, dtype=np.uint8), (64, 1))
+    img = Image.fromarray(np.stack([ramp] * 3, axis=-1))
+    torch.manual_seed(0)
+
+    def spans(crop_scale):
+        tf = data.transforms(pre, train=True, crop_scale=crop_scale)
+        return [float(x.max() - x.min()) for x in (tf(img) for _ in range(30))]
+
+    assert min(spans(1.0)) > 0.95  # the whole width, every time
+    assert min(spans(0.08)) < 0.5  # the ImageNet recipe cuts small crops
+    assert min(spans(0.5)) > 0.55  # area >= 0.5 at aspect >= 3/4 keeps at least 61% of the width
 
 
 def test_torchvision_dataset_not_downloaded(tmp_path):

@@ -86,6 +86,7 @@ def test_same_seed_same_result_and_refuses_to_overwrite(tiny_data, tmp_path):
         ({"distill": 1.5, "teacher": "x"}, "--distill must be"),
         ({"lr_decay": "linear"}, "--lr-decay"),
         ({"warmup": 1.0}, "--warmup"),
+        ({"crop_scale": 0.0}, "--crop-scale"),
     ],
 )
 def test_bad_config(tiny_data, tmp_path, kw, message):

@@ -10,7 +10,8 @@ Writes benchmarks/results/prune_curve.json and prune_curve.png.
 Default run (~30 min on 2 CPU cores): 15 train images per class, fine-tune `t`.
 
 Usage: python benchmarks/prune_curve.py MODEL DATA [--keeps 1.0,0.8,0.6,0.4,0.3]
-       [--importances attention,magnitude,bn,random] [--finetune t] [--bn-stats recal] [--quick]
+       [--importances attention,magnitude,bn,random] [--finetune t] [--lr t=1e-3] [--lr-decay none]
+       [--crop-scale 0.08] [--bn-stats recal] [--calib-images 512] [--per-class 15] [--quick]
 """
 
 from __future__ import annotations
@@ -56,8 +57,11 @@ def main() -> None:
     parser.add_argument("--importances", default="attention,magnitude,bn,random")
     parser.add_argument("--finetune", default="t")
     parser.add_argument("--lr", default="t=1e-3")
+    parser.add_argument("--lr-decay", default="none", help="none or cosine (see slimfg prune --help)")
+    parser.add_argument("--crop-scale", type=float, default=0.08, help="smallest random-crop area")
     parser.add_argument("--distill", type=float, default=0.9)
     parser.add_argument("--bn-stats", default="recal", help="repair after pruning (see slimfg prune --help)")
+    parser.add_argument("--calib-images", type=int, default=512, help="images for --bn-stats refit/match")
     parser.add_argument("--per-class", type=int, default=15, help="fine-tune images per class (0 = all)")
     parser.add_argument("--quick", action="store_true", help="CI smoke run on a tiny model and the sample")
     parser.add_argument("--out", default=None)
@@ -76,14 +80,16 @@ def main() -> None:
             args.model, args.data = quick_model(tmp)
             args.keeps, args.importances, args.per_class = "1.0,0.6", "attention,magnitude", 0
         data = subset(args.data, tmp / "data", args.per_class or None)
-        options = {"lr": lr, "distill": args.distill, "workers": 0 if args.quick else 2}
+        options = {"lr": lr, "lr_decay": args.lr_decay, "crop_scale": args.crop_scale,
+                   "distill": args.distill, "workers": 0 if args.quick else 2}  # fmt: skip
         for keep in [float(k) for k in args.keeps.split(",")]:
             for importance in args.importances.split(",") if keep < 1 else ["none"]:
                 t0 = time.perf_counter()
                 report = prune(args.model, str(tmp / f"{keep}_{importance}.safetensors"), keep=keep,
                                importance="attention" if importance == "none" else importance,
                                data_dir=str(data), finetune=args.finetune, train_options=options,
-                               latency=False, bn_stats=args.bn_stats)  # fmt: skip
+                               latency=False, bn_stats=args.bn_stats,
+                               calib_images=args.calib_images)  # fmt: skip
                 before, after = report["before"], report["after"]
                 rows.append({
                     "keep": keep, "importance": importance, "macs": after["macs"], "params": after["params"],
@@ -97,7 +103,8 @@ def main() -> None:
                          rows[-1]["macs_ratio"])  # fmt: skip
     doc = {"machine": machine(), "model": args.model if not args.quick else "quick", "data": args.data,
            "finetune": args.finetune, "lr": lr, "distill": args.distill, "per_class": args.per_class,
-           "bn_stats": args.bn_stats,
+           "lr_decay": args.lr_decay, "crop_scale": args.crop_scale, "bn_stats": args.bn_stats,
+           "calib_images": args.calib_images,
            "rows": rows}  # fmt: skip
     write_json(out, doc)
     plot(rows, out.with_suffix(".png"))

@@ -75,6 +75,7 @@ def transfer_attempts(results: Path) -> list[str]:
         doc = json.loads(path.read_text())
         lr = ", ".join(f"{k}={v:g}" for k, v in doc["lr"].items())
         lr += ", cosine decay" if doc.get("lr_decay", "none") != "none" else ""
+        lr += f", crop scale {doc['crop_scale']:g}" if doc.get("crop_scale", 0.08) != 0.08 else ""
         for name, r in doc["results"].items():
             lines.append(
                 f"| {path.name} | {name} | `{r['schedule']}` | {lr} | {pct(r['final_val_top1'])} | {pct(r['test_top1'])} |"
@@ -147,6 +148,16 @@ def attention_overhead(doc: dict | None) -> list[str]:
     ]
 
 
+def finetune_budget(doc: dict) -> str:
+    """A prune-curve file's fine-tune budget in words, e.g. "`ttt`, all images, t=2e-3 cosine"."""
+    images = f"{doc['per_class']}/class" if doc.get("per_class") else "all images"
+    lr = ", ".join(f"{k}={v:g}" for k, v in doc["lr"].items() if k in doc["finetune"])
+    text = f"`{doc['finetune']}`, {images}, {lr}"
+    text += " cosine" if doc.get("lr_decay", "none") != "none" else ""
+    text += f", crop scale {doc['crop_scale']:g}" if doc.get("crop_scale", 0.08) != 0.08 else ""
+    return text
+
+
 def prune_curve_attempts(results: Path) -> list[str]:
     """Other prune-curve runs (prune_curve_*.json, e.g. another --bn-stats): one row each."""
     files = sorted(p for p in results.glob("prune_curve_*.json") if not p.stem.endswith("_quick"))
@@ -155,18 +166,19 @@ def prune_curve_attempts(results: Path) -> list[str]:
     lines = [
         "### Other repairs after pruning",
         "",
-        "Same model, budget and subset as above; `repair` is `--bn-stats` (recal above).",
+        "Same model; `repair` is `--bn-stats` (recal above); the fine-tune budget is per file.",
         "",
-        "| file | repair | keep | importance | MACs | val top-1 before fine-tune | val top-1 |",
-        "|---|---|---|---|---|---|---|",
+        "| file | repair | fine-tune | keep | importance | MACs | val top-1 before fine-tune | val top-1 |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     notes = []
     for path in files:
         doc = json.loads(path.read_text())
         for r in doc["rows"]:
             lines.append(
-                f"| {path.name} | {doc.get('bn_stats', 'recal')} | {r['keep']} | {r['importance']} | "
-                f"{r['macs_ratio']:.3f}x | {pct(r['val_top1_no_finetune'])} | {pct(r['val_top1'])} |"
+                f"| {path.name} | {doc.get('bn_stats', 'recal')} | {finetune_budget(doc)} | {r['keep']} | "
+                f"{r['importance']} | {r['macs_ratio']:.3f}x | {pct(r['val_top1_no_finetune'])} | "
+                f"{pct(r['val_top1'])} |"
             )
         if doc.get("note"):
             notes.append(f"- {path.name}: {doc['note']}")

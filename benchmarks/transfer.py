@@ -69,6 +69,7 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(methods(5)))
     parser.add_argument("--lr", default=None, help="per-phase lr override, e.g. a=1e-2")
     parser.add_argument("--lr-decay", default="none", help="none or cosine (see slimfg train --help)")
+    parser.add_argument("--crop-scale", type=float, default=0.08, help="smallest random-crop area")
     parser.add_argument("--quick", action="store_true", help="CI smoke run: bundled sample, 2 epochs, 64 px")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
@@ -95,7 +96,7 @@ def main() -> None:
             name = name.split("=")[0]
             t0 = time.perf_counter()
             cfg = TrainConfig(data=str(data), out=str(Path(tmp) / name), image_size=args.image_size,
-                              lr=lr, lr_decay=args.lr_decay, **spec)  # fmt: skip
+                              lr=lr, lr_decay=args.lr_decay, crop_scale=args.crop_scale, **spec)  # fmt: skip
             model = train(cfg)
             meta = artifact.read_meta(model)
             history = meta["train"]["history"]
@@ -119,7 +120,7 @@ def main() -> None:
             )
     doc = {"machine": machine(), "data": args.data, "per_class": args.per_class,
            "image_size": args.image_size, "epochs": args.epochs, "lr": lr,
-           "lr_decay": args.lr_decay, "results": results}  # fmt: skip
+           "lr_decay": args.lr_decay, "crop_scale": args.crop_scale, "results": results}  # fmt: skip
     write_json(out, doc)
     plot(results, out.with_suffix(".png"))
     print(f"{'method':16}{'schedule':>12}{'trains':>12}{'val top-1':>11}{'test top-1':>12}{'seconds':>9}")

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import signal
 import sys
 from pathlib import Path
 
 import click
 
 from slimfg.config import DEFAULT_LR, LR_DECAYS, PHASES, TrainConfig, field_names, load_recipe, parse_lr
-from slimfg.errors import SlimfgError
+from slimfg.errors import SlimfgError, request_stop
 from slimfg.models import DEFAULT_ARCH
 
 log = logging.getLogger("slimfg")
@@ -39,6 +40,7 @@ def main() -> None:
     # slimfg's own progress at INFO; libraries (onnxscript, onnx_ir, ...) only warnings.
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     log.setLevel(logging.INFO)
+    signal.signal(signal.SIGTERM, request_stop)  # `kill` unwinds like Ctrl-C
 
 
 def _apply_recipe(ctx: click.Context, _param, value):

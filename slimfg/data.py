@@ -57,7 +57,8 @@ def transforms(pre: dict, train: bool, crop_scale: float = 0.08) -> T.Compose:
     size = pre["size"]
     norm = [T.ToTensor(), T.Normalize(pre["mean"], pre["std"])]
     if train:
-        return T.Compose([T.RandomResizedCrop(size, scale=(crop_scale, 1.0), interpolation=interp), T.RandomHorizontalFlip(), *norm])
+        crop = T.RandomResizedCrop(size, scale=(crop_scale, 1.0), interpolation=interp)
+        return T.Compose([crop, T.RandomHorizontalFlip(), *norm])
     resize = round(size / pre["crop_pct"])
     return T.Compose([T.Resize(resize, interpolation=interp), T.CenterCrop(size), *norm])
 

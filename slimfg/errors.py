@@ -2,6 +2,8 @@
 
 import difflib
 
+_stop_requested = False
+
 
 class SlimfgError(Exception):
     """A failure the user can fix (bad input, missing dependency, offline download)."""
@@ -13,3 +15,19 @@ def unknown_name(kind: str, name: str, valid: list[str]) -> SlimfgError:
     hint = f"did you mean {close[0]!r}? " if close else ""
     shown = ", ".join(valid[:12]) + (", ..." if len(valid) > 12 else "")
     return SlimfgError(f"unknown {kind} {name!r}: {hint}valid: {shown}")
+
+
+def request_stop(_signum=None, _frame=None) -> None:
+    """SIGTERM handler: unwind like Ctrl-C, so temp files and directories are removed.
+
+    The KeyboardInterrupt is lost when the signal lands in code whose exceptions Python
+    ignores (a fork hook while DataLoader workers start), so the flag is also set and
+    the training loop checks it every batch (`check_stop`)."""
+    global _stop_requested
+    _stop_requested = True
+    raise KeyboardInterrupt
+
+
+def check_stop() -> None:
+    if _stop_requested:
+        raise KeyboardInterrupt

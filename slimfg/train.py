@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from slimfg import artifact, attention, data, models
 from slimfg.config import ATTENTION_PHASES, TrainConfig
-from slimfg.errors import SlimfgError
+from slimfg.errors import SlimfgError, check_stop
 
 log = logging.getLogger("slimfg")
 
@@ -135,6 +135,7 @@ def train_one_epoch(model, loader, optimizer, device, amp, reg, reg_lambda, scal
     inner = model.module if hasattr(model, "module") else model
     total_loss, correct, seen, skipped = 0.0, 0, 0, 0
     for x, y, n_bad in tqdm(loader, desc="train", leave=False, disable=None if show else True):
+        check_stop()
         skipped += n_bad
         if x is None:
             continue
@@ -170,6 +171,7 @@ def evaluate(model, loader, device, amp="none", num_classes=None, show=True) -> 
     per_class = torch.zeros(2, max(n_cls, 1), dtype=torch.float64)  # hits, counts
     skipped = 0
     for x, y, n_bad in tqdm(loader, desc="eval", leave=False, disable=None if show else True):
+        check_stop()
         skipped += n_bad
         if x is None:
             continue

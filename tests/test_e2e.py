@@ -62,6 +62,28 @@ def test_kill_during_epoch_2_then_resume_matches_uninterrupted(tmp_path):
         assert got["loss"] == pytest.approx(want["loss"], rel=1e-5)
 
 
+def test_sigterm_during_prune_finetune_leaves_no_output(tmp_path):
+    """`kill` in the middle of prune's fine-tune: exit 130, no pruned file, no temp dir."""
+    run = tmp_path / "run"
+    subprocess.run([*SLIMFG, "train", str(SAMPLE), "--out", str(run), *RUN[:-1], "f"], check=True)
+    out = tmp_path / "out" / "pruned.safetensors"
+    proc = subprocess.Popen(
+        [*SLIMFG, "prune", str(run / "model.safetensors"), "--keep", "0.5", "--data", str(SAMPLE),
+         "--finetune", "tttttttt", "--workers", "1", "--batch-size", "16", "--no-latency", "--out", str(out)],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    ckpt = out.parent / "pruned_finetune" / "checkpoint.safetensors"
+    deadline = time.monotonic() + 300
+    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "prune ended before its first fine-tune checkpoint"
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate()
+    assert proc.returncode == 130, err
+    assert sorted(p.name for p in out.parent.iterdir()) == ["pruned_finetune"]
+    assert not (out.parent / "pruned_finetune" / "model.safetensors").exists()
+
+
 def test_torchrun_two_processes_matches_one(tmp_path):
     common = ["--image-size", "96", "--batch-size", "16", "--workers", "0", "--schedule", "fa", "--seed", "1"]
     subprocess.run([*SLIMFG, "train", str(SAMPLE), "--out", str(tmp_path / "one"), *common], check=True)

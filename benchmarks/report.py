@@ -73,9 +73,7 @@ def transfer_attempts(results: Path) -> list[str]:
     notes = []
     for path in files:
         doc = json.loads(path.read_text())
-        lr = ", ".join(f"{k}={v:g}" for k, v in doc["lr"].items())
-        lr += ", cosine decay" if doc.get("lr_decay", "none") != "none" else ""
-        lr += f", crop scale {doc['crop_scale']:g}" if doc.get("crop_scale", 0.08) != 0.08 else ""
+        lr = recipe(doc, doc["lr"], ", cosine decay")
         for name, r in doc["results"].items():
             lines.append(
                 f"| {path.name} | {name} | `{r['schedule']}` | {lr} | {pct(r['final_val_top1'])} | {pct(r['test_top1'])} |"
@@ -151,9 +149,14 @@ def attention_overhead(doc: dict | None) -> list[str]:
 def finetune_budget(doc: dict) -> str:
     """A prune-curve file's fine-tune budget in words, e.g. "`ttt`, all images, t=2e-3 cosine"."""
     images = f"{doc['per_class']}/class" if doc.get("per_class") else "all images"
-    lr = ", ".join(f"{k}={v:g}" for k, v in doc["lr"].items() if k in doc["finetune"])
-    text = f"`{doc['finetune']}`, {images}, {lr}"
-    text += " cosine" if doc.get("lr_decay", "none") != "none" else ""
+    lr = recipe(doc, [k for k in doc["lr"] if k in doc["finetune"]], " cosine")
+    return f"`{doc['finetune']}`, {images}, {lr}"
+
+
+def recipe(doc: dict, phases, cosine: str) -> str:
+    """The lr of `phases`, then the decay and a non-default crop scale, e.g. "t=0.002 cosine"."""
+    text = ", ".join(f"{k}={doc['lr'][k]:g}" for k in phases)
+    text += cosine if doc.get("lr_decay", "none") != "none" else ""
     text += f", crop scale {doc['crop_scale']:g}" if doc.get("crop_scale", 0.08) != 0.08 else ""
     return text
 

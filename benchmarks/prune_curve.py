@@ -25,7 +25,7 @@ from pathlib import Path
 from _common import RESULTS, line_plot, machine, subset, write_json
 
 from slimfg.config import DEFAULT_LR, TrainConfig, parse_lr
-from slimfg.prune import prune
+from slimfg.prune import prune, residual_keep
 from slimfg.train import train
 
 log = logging.getLogger("slimfg")
@@ -62,6 +62,12 @@ def main() -> None:
     parser.add_argument("--distill", type=float, default=0.9)
     parser.add_argument("--bn-stats", default="recal", help="repair after pruning (see slimfg prune --help)")
     parser.add_argument("--calib-images", type=int, default=512, help="images for --bn-stats refit/match")
+    parser.add_argument(
+        "--keep-residual",
+        type=float,
+        default=None,
+        help="share kept in residual groups (default: slimfg prune's, (1 + keep) / 2)",
+    )
     parser.add_argument("--per-class", type=int, default=15, help="fine-tune images per class (0 = all)")
     parser.add_argument("--quick", action="store_true", help="CI smoke run on a tiny model and the sample")
     parser.add_argument("--out", default=None)
@@ -74,11 +80,16 @@ def main() -> None:
     lr = {**DEFAULT_LR, **parse_lr(args.lr)}
 
     rows = []
+    doc = {"machine": machine(), "model": args.model if not args.quick else "quick", "data": args.data,
+           "finetune": args.finetune, "lr": lr, "distill": args.distill, "per_class": args.per_class,
+           "lr_decay": args.lr_decay, "crop_scale": args.crop_scale, "bn_stats": args.bn_stats,
+           "calib_images": args.calib_images, "rows": rows}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if args.quick:
             args.model, args.data = quick_model(tmp)
             args.keeps, args.importances, args.per_class = "1.0,0.6", "attention,magnitude", 0
+            doc["model"], doc["data"] = "quick", args.data
         data = subset(args.data, tmp / "data", args.per_class or None)
         options = {"lr": lr, "lr_decay": args.lr_decay, "crop_scale": args.crop_scale,
                    "distill": args.distill, "workers": 0 if args.quick else 2}  # fmt: skip
@@ -88,11 +99,12 @@ def main() -> None:
                 report = prune(args.model, str(tmp / f"{keep}_{importance}.safetensors"), keep=keep,
                                importance="attention" if importance == "none" else importance,
                                data_dir=str(data), finetune=args.finetune, train_options=options,
-                               latency=False, bn_stats=args.bn_stats,
-                               calib_images=args.calib_images)  # fmt: skip
+                               latency=False, bn_stats=args.bn_stats, calib_images=args.calib_images,
+                               keep_residual=args.keep_residual)  # fmt: skip
                 before, after = report["before"], report["after"]
                 rows.append({
-                    "keep": keep, "importance": importance, "macs": after["macs"], "params": after["params"],
+                    "keep": keep, "keep_residual": args.keep_residual or residual_keep(keep),
+                    "importance": importance, "macs": after["macs"], "params": after["params"],
                     "macs_ratio": after["macs"] / before["macs"],
                     "params_ratio": after["params"] / before["params"],
                     "val_top1_unpruned": before["val_top1"],
@@ -101,12 +113,7 @@ def main() -> None:
                 })  # fmt: skip
                 log.info("keep %.2f %s: val top-1 %.4f (MACs %.3fx)", keep, importance, after["val_top1"],
                          rows[-1]["macs_ratio"])  # fmt: skip
-    doc = {"machine": machine(), "model": args.model if not args.quick else "quick", "data": args.data,
-           "finetune": args.finetune, "lr": lr, "distill": args.distill, "per_class": args.per_class,
-           "lr_decay": args.lr_decay, "crop_scale": args.crop_scale, "bn_stats": args.bn_stats,
-           "calib_images": args.calib_images,
-           "rows": rows}  # fmt: skip
-    write_json(out, doc)
+                write_json(out, doc)  # after every row: a stopped run keeps what it measured
     plot(rows, out.with_suffix(".png"))
     print(f"{'keep':>6} {'importance':12}{'MACs x':>8}{'params x':>10}{'no f-t':>9}{'val top-1':>11}")
     for r in rows:

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from slimfg import artifact, models
-from slimfg.prune import AttentionImportance, attention_scores, dependency_graph, prune_model
+from slimfg.prune import AttentionImportance, attention_scores, dependency_graph, prune_model, residual_keep
 
 log = logging.getLogger("slimfg")
 
@@ -54,19 +54,21 @@ def _groups(model: nn.Module, meta: dict) -> list[dict]:
     return groups
 
 
-def _kept(model: nn.Module, meta: dict, keep: float, round_to: int | None) -> dict[str, int]:
+def _kept(model: nn.Module, meta: dict, keep: float, round_to: int | None, keep_residual: float) -> dict:
     pruned = copy.deepcopy(model)
-    prune_model(pruned, meta, keep, round_to=round_to)
+    prune_model(pruned, meta, keep, round_to=round_to, keep_residual=keep_residual)
     return {n: m.out_channels for n, m in pruned.named_modules() if isinstance(m, nn.Conv2d)}
 
 
-def rank(model_path: str, keep: float = 0.6, out_dir: str | None = None, round_to: int | None = 16) -> dict:
+def rank(model_path: str, keep: float = 0.6, out_dir: str | None = None, round_to: int | None = 16,
+         keep_residual: float | None = None) -> dict:  # fmt: skip
     """Write ranking.json and PNG plots for MODEL's attention; returns the ranking."""
     model, meta = artifact.load(model_path)
     attention_scores(model, meta)  # one-line error for a model without attention
     out = Path(out_dir) if out_dir else Path(model_path).with_name("ranking")
     layers = _layers(meta)
-    kept = _kept(model, meta, keep, round_to)
+    keep_residual = residual_keep(keep) if keep_residual is None else keep_residual
+    kept = _kept(model, meta, keep, round_to, keep_residual)
     for name, info in layers.items():
         info["kept_at_keep"] = kept.get(name, info["channels"])
     ranking = {
@@ -74,6 +76,7 @@ def rank(model_path: str, keep: float = 0.6, out_dir: str | None = None, round_t
         "arch": meta["arch"],
         "mode": meta["attention"]["mode"],
         "keep": keep,
+        "keep_residual": keep_residual,
         "near_zero_threshold": NEAR_ZERO,
         "layers": layers,
         "groups": _groups(model, meta),
@@ -92,7 +95,8 @@ def summary(ranking: dict) -> str:
     lines = [
         f"{len(layers)} conv layers, {total} channels, {ranking['mode']} attention; "
         f"{near / total:.1%} near zero (< {ranking['near_zero_threshold']}); "
-        f"{len(ranking['groups'])} dependency groups; keep {ranking['keep']} keeps {kept}/{total} channels",
+        f"{len(ranking['groups'])} dependency groups; keep {ranking['keep']} "
+        f"({ranking['keep_residual']} in residual groups) keeps {kept}/{total} channels",
         f"{'layer':48} {'ch':>5} {'mean':>6} {'min':>6} {'max':>6} {'~0':>6} {'kept':>5}",
     ]
     noisiest = sorted(layers.items(), key=lambda kv: (-kv[1]["near_zero_share"], kv[1]["mean"]))[:10]

@@ -22,6 +22,7 @@ def test_rank_writes_json_and_plots(tmp_path):
     assert layer["near_zero_share"] == 0.25 and NEAR_ZERO == saved["near_zero_threshold"]
     assert set(layer["sorted_indices"][-16:]) == set(range(16))  # noise ranks last
     assert layer["kept_at_keep"] == 32
+    assert saved["keep_residual"] == 0.75 and saved["layers"]["layer1.0.conv2"]["kept_at_keep"] == 48
     assert len(saved["layers"]) == 20 and result["groups"]
     stem_group = next(g for g in saved["groups"] if "conv1" in g["members"])
     assert "layer1.0.conv2" in stem_group["members"]  # coupled by the residual add

@@ -16,6 +16,10 @@ OUT = ROOT / "docs" / "results.md"
 COMMANDS = {
     "transfer": "python benchmarks/transfer.py ../shared/data/flowers102",
     "prune_curve": "python benchmarks/prune_curve.py runs/faaaa/model.safetensors ../shared/data/flowers102",
+    "prune_curve_full": "python benchmarks/prune_curve.py runs/faaaa/model.safetensors ../shared/data/flowers102 "
+    "--per-class 0 --finetune ttt --lr t=2e-3 --lr-decay cosine --crop-scale 0.35 --bn-stats refit "
+    "--calib-images 1024 --keeps 0.6 --importances attention,magnitude,attention-taylor,bn "
+    "--out benchmarks/results/prune_curve_full.json",
     "latency": "python benchmarks/latency.py runs/faaaa/model.safetensors runs/faaaa/pruned.safetensors "
     "--data ../shared/data/flowers102",
     "prune_latency": "python benchmarks/prune_latency.py runs/faaaa/model.safetensors --round-to 1,8,16",
@@ -100,6 +104,32 @@ def prune_curve(doc: dict | None) -> list[str]:
     return lines + note(doc) + ["", "![accuracy vs MACs](../benchmarks/results/prune_curve.png)", ""]
 
 
+def prune_curve_full(doc: dict | None) -> list[str]:
+    """The channel rankings compared at `slimfg prune`'s full fine-tune budget."""
+    lines = [
+        "## Channel importance at the full fine-tune budget",
+        "",
+        f"`{COMMANDS['prune_curve_full']}`",
+        "",
+    ]
+    if doc is None:
+        return lines + missing("prune_curve_full")
+    lines += [
+        f"Every ranking pruned with the same keep, repaired with `--bn-stats {doc['bn_stats']}` on "
+        f"{doc['calib_images']} images, then fine-tuned with {finetune_budget(doc)}, distillation weight "
+        f"{doc['distill']}. The unpruned model scores {pct(doc['rows'][0]['val_top1_unpruned'])}.",
+        "",
+        "| keep | residual keep | importance | MACs | params | val top-1 before fine-tune | val top-1 | gap |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in doc["rows"]:
+        gap = 100 * (r["val_top1"] - r["val_top1_unpruned"])
+        lines.append(f"| {r['keep']} | {r.get('keep_residual', r['keep'])} | {r['importance']} | "
+                     f"{r['macs_ratio']:.3f}x | {r['params_ratio']:.3f}x | {pct(r['val_top1_no_finetune'])} | "
+                     f"{pct(r['val_top1'])} | {gap:+.1f} |")  # fmt: skip
+    return lines + note(doc) + [""]
+
+
 def latency(doc: dict | None) -> list[str]:
     lines = ["## Deployment latency: dense vs pruned x runtime", "", f"`{COMMANDS['latency']}`", ""]
     if doc is None:
@@ -163,7 +193,7 @@ def recipe(doc: dict, phases, cosine: str) -> str:
 
 def prune_curve_attempts(results: Path) -> list[str]:
     """Other prune-curve runs (prune_curve_*.json, e.g. another --bn-stats): one row each."""
-    files = sorted(p for p in results.glob("prune_curve_*.json") if not p.stem.endswith("_quick"))
+    files = sorted(p for p in results.glob("prune_curve_*.json") if not p.stem.endswith(("_quick", "_full")))
     if not files:
         return []
     lines = [
@@ -171,8 +201,9 @@ def prune_curve_attempts(results: Path) -> list[str]:
         "",
         "Same model; `repair` is `--bn-stats` (recal above); the fine-tune budget is per file.",
         "",
-        "| file | repair | fine-tune | keep | importance | MACs | val top-1 before fine-tune | val top-1 |",
-        "|---|---|---|---|---|---|---|---|",
+        "| file | repair | fine-tune | keep | residual keep | importance | MACs | val top-1 before fine-tune "
+        "| val top-1 |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     notes = []
     for path in files:
@@ -180,7 +211,7 @@ def prune_curve_attempts(results: Path) -> list[str]:
         for r in doc["rows"]:
             lines.append(
                 f"| {path.name} | {doc.get('bn_stats', 'recal')} | {finetune_budget(doc)} | {r['keep']} | "
-                f"{r['importance']} | {r['macs_ratio']:.3f}x | {pct(r['val_top1_no_finetune'])} | "
+                f"{r.get('keep_residual', r['keep'])} | {r['importance']} | {r['macs_ratio']:.3f}x | {pct(r['val_top1_no_finetune'])} | "
                 f"{pct(r['val_top1'])} |"
             )
         if doc.get("note"):
@@ -214,6 +245,7 @@ def main() -> None:
             lines += transfer_attempts(args.results)
         if name == "prune_curve":
             lines += prune_curve_attempts(args.results)
+            lines += prune_curve_full(load("prune_curve_full", args.results))
     write_text(args.out, "\n".join(lines).rstrip() + "\n")
     print(f"wrote {args.out}")
 

@@ -1,6 +1,7 @@
 """Every benchmark script runs end to end in --quick mode, and report.py renders its output."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -20,6 +21,8 @@ def results(tmp_path_factory):
     out = tmp_path_factory.mktemp("results")
     for name in ("transfer", "prune_curve", "latency", "prune_latency", "attention_overhead"):
         run(f"{name}.py", "--quick", "--out", str(out / f"{name}.json"))
+    # the full-budget importance comparison is a prune_curve.py run with other flags
+    shutil.copy(out / "prune_curve.json", out / "prune_curve_full.json")
     return out
 
 
@@ -65,6 +68,7 @@ def test_report_renders_every_section(results, tmp_path):
     for heading in (
         "Transfer learning",
         "Pruning: accuracy vs MACs",
+        "Channel importance at the full fine-tune budget",
         "Deployment latency",
         "Channel rounding",
     ):

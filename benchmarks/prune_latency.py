@@ -8,9 +8,10 @@ in one process (the variants alternate every round). Speed-up is dense/pruned la
 "ideal" is dense MACs / pruned MACs; efficiency = speed-up / ideal.
 
 Variants ending in `_stem` leave the stem stage (convs above 1/4 of the input
-resolution) unpruned, slimfg's default.
+resolution) unpruned (`slimfg prune --protect-stem`; off by default).
 
-Usage: python benchmarks/prune_latency.py MODEL [--keep 0.6] [--round-to 1,8,16] [--protect-stem 0,1]
+Usage: python benchmarks/prune_latency.py MODEL [--keep 0.6] [--keep-residual K] [--round-to 1,8,16]
+       [--protect-stem 0,1]
        python benchmarks/prune_latency.py --quick
 """
 
@@ -47,6 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", nargs="?")
     parser.add_argument("--keep", type=float, default=0.6)
+    parser.add_argument("--keep-residual", type=float, default=None, help="default: slimfg prune's")
     parser.add_argument("--round-to", default="1,8,16")
     parser.add_argument("--importance", default="attention")
     parser.add_argument("--protect-stem", default="0,1", help="0 = prune the stem stage too, 1 = leave it")
@@ -75,7 +77,7 @@ def main() -> None:
             for protect in [bool(int(v)) for v in args.protect_stem.split(",")]:
                 model, _ = artifact.load(args.model)
                 prune_model(model, meta, args.keep, args.importance, round_to=r if r > 1 else None,
-                            protect_stem=protect)  # fmt: skip
+                            protect_stem=protect, keep_residual=args.keep_residual)  # fmt: skip
                 name = f"keep{args.keep}_round{r}" + ("_stem" if protect else "")
                 paths[name] = Path(tmp) / f"{name}.onnx"
                 export_onnx(model, meta, paths[name], x)

@@ -332,11 +332,10 @@ def rank(model: str, keep: float, keep_residual: float | None, round_to: int, ou
 )
 @click.option(
     "--importance",
-    default="attention",
-    show_default=True,
-    help="Channel ranking: attention (learned |a|), attention-taylor (loss change of closing each "
-    "filter's attention gate, on --calib-images training images; needs --data), magnitude, bn, "
-    "taylor (needs --data) or random.",
+    default=None,
+    help="Channel ranking: attention-taylor (loss change of closing each filter's attention gate, "
+    "on --calib-images training images; needs --data), attention (learned |a|), magnitude, bn, "
+    "taylor (needs --data) or random. Default: attention-taylor with --data, else attention.",
 )
 @click.option(
     "--global/--per-layer",
@@ -419,7 +418,7 @@ def prune(
     out: str,
     keep: float,
     keep_residual: float | None,
-    importance: str,
+    importance: str | None,
     global_pruning: bool,
     round_to: int,
     protect_stem: bool,

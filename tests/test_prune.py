@@ -46,7 +46,7 @@ ARCHS = [
 def test_prune_save_reload_identical(arch, tmp_path):
     model, meta = attention_model(arch)
     before = count(model, SIZE)
-    history = prune_model(model, meta, keep=0.5)
+    history = prune_model(model, meta, keep=0.5, keep_residual=0.5)  # half of every group
     after = count(model, SIZE)
     assert after["params"] < 0.6 * before["params"] and after["macs"] < 0.6 * before["macs"]
     x = torch.randn(2, 3, SIZE, SIZE)
@@ -128,6 +128,8 @@ def test_model_without_attention_points_to_magnitude(tmp_path):
     assert report["after"]["macs"] < 0.5 * report["before"]["macs"]
     loaded, meta = artifact.load(tmp_path / "out.safetensors")
     assert meta["pruning"]["importance"] == "magnitude"
+    report = prune(str(path), str(tmp_path / "k1.safetensors"), 1.0, "attention-taylor", latency=False)
+    assert report["after"]["macs"] == report["before"]["macs"]  # keep 1 ranks nothing
 
 
 @pytest.mark.parametrize("importance", ["magnitude", "bn", "random"])
@@ -161,6 +163,7 @@ def test_prune_then_finetune_through_the_cli(tiny_data, tmp_path):
     assert report["after"]["params"] < 0.5 * report["before"]["params"]
     assert report["after"]["latency_b32_s"] > 0
     assert meta["pruning"]["history"] and meta["train"]["schedule"] == "ta"
+    assert meta["pruning"]["importance"] == "attention-taylor"  # the default when there is --data
     assert meta["attention"]["mode"] == "out"  # the fine-tune's 'a' phase re-learned attention
     assert count(model, 32)["params"] == report["after"]["params"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [

@@ -115,10 +115,10 @@ def main() -> None:
                          rows[-1]["macs_ratio"])  # fmt: skip
                 write_json(out, doc)  # after every row: a stopped run keeps what it measured
     plot(rows, out.with_suffix(".png"))
-    print(f"{'keep':>6} {'importance':12}{'MACs x':>8}{'params x':>10}{'no f-t':>9}{'val top-1':>11}")
+    print(f"{'keep':>6} {'importance':17}{'MACs x':>8}{'params x':>10}{'no f-t':>9}{'val top-1':>11}")
     for r in rows:
         no_ft = f"{r['val_top1_no_finetune']:9.4f}" if r["val_top1_no_finetune"] is not None else f"{'-':>9}"
-        print(f"{r['keep']:6.2f} {r['importance']:12}{r['macs_ratio']:8.3f}{r['params_ratio']:10.3f}{no_ft}"
+        print(f"{r['keep']:6.2f} {r['importance']:17}{r['macs_ratio']:8.3f}{r['params_ratio']:10.3f}{no_ft}"
               f"{r['val_top1']:11.4f}")  # fmt: skip
 
 

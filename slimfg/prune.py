@@ -65,7 +65,7 @@ def attention_taylor_scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor, 
     whose gradient d loss / d a_i estimates the loss change of closing filter i; the score
     is that gradient squared, summed over minibatches of `batch` images of (x, y). On a
     model trained with attention, a = 1 on the folded weights is the learned attention,
-    so this is a_i * d loss / d a_i of the trained gates. Weights are left unchanged.
+    so the gradient is a_i * d loss / d a_i of the trained gates. Weights are left unchanged.
     Returns {conv module: scores}.
     """
     attention.attach(model, "out", 1.0)

@@ -103,7 +103,7 @@ def main() -> None:
                                keep_residual=args.keep_residual)  # fmt: skip
                 before, after = report["before"], report["after"]
                 rows.append({
-                    "keep": keep, "keep_residual": args.keep_residual or residual_keep(keep),
+                    "keep": keep, "keep_residual": residual_keep(keep, args.keep_residual),
                     "importance": importance, "macs": after["macs"], "params": after["params"],
                     "macs_ratio": after["macs"] / before["macs"],
                     "params_ratio": after["params"] / before["params"],

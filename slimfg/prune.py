@@ -85,6 +85,8 @@ def attention_taylor_scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor, 
     return {model.get_submodule(name): s for name, s in total.items()}
 
 
+# Importances that rank from gradients on real images (`--calib-images` of --data).
+GRADIENT_IMPORTANCES = ("taylor", "attention-taylor")
 IMPORTANCES = {
     "attention": AttentionImportance,
     "attention-taylor": AttentionImportance,
@@ -158,7 +160,7 @@ def make_pruner(model, meta, keep, importance, global_pruning, round_to, size, p
     if importance not in IMPORTANCES:
         raise unknown_name("importance", importance, list(IMPORTANCES))
     scores = None
-    if importance in ("taylor", "attention-taylor") and keep < 1:  # keep 1: nothing to rank
+    if importance in GRADIENT_IMPORTANCES and keep < 1:  # keep 1: nothing to rank
         if grad_batch is None:
             raise SlimfgError(f"--importance {importance} needs --data (gradients on real images)")
         x, y = grad_batch
@@ -174,8 +176,9 @@ def make_pruner(model, meta, keep, importance, global_pruning, round_to, size, p
     return _pruner(model, importance, keep, global_pruning, round_to, size, protect_stem, keep_residual)
 
 
-def residual_keep(keep: float) -> float:
-    """The default share of channels kept in residual groups: half the cut of the others.
+def residual_keep(keep: float, given: float | None = None) -> float:
+    """The share of channels kept in residual groups: `given`, or by default half the cut
+    of the others.
 
     A residual group is one channel of the stream that every block of a stage reads and
     adds to; cutting it removes that feature from all those blocks at once. Channel
@@ -184,7 +187,7 @@ def residual_keep(keep: float) -> float:
     (docs/method.md): 0.6 everywhere gave 0.393x MACs and 41% val top-1
     (attention-taylor), 0.6 inside the blocks and 0.8 on the streams gave 0.445x and 54%.
     """
-    return (1 + keep) / 2
+    return (1 + keep) / 2 if given is None else given
 
 
 def residual_groups(model: nn.Module, size: int, ignored: list[nn.Module]) -> list[nn.Module]:
@@ -203,7 +206,7 @@ def _is_add(node) -> bool:
 def _pruner(model, importance, keep, global_pruning, round_to, size, protect_stem=False, keep_residual=None):
     if not 0 < keep <= 1:
         raise SlimfgError(f"--keep must be in (0, 1], got {keep}")
-    keep_residual = residual_keep(keep) if keep_residual is None else keep_residual
+    keep_residual = residual_keep(keep, keep_residual)
     if not 0 < keep_residual <= 1:
         raise SlimfgError(f"--keep-residual must be in (0, 1], got {keep_residual}")
     head = model.get_submodule(models.classifier_name(model))
@@ -537,7 +540,7 @@ def prune(
 
     before = measure(model, meta)
     dense_stats, dense_model, kept, calib = None, None, {}, None
-    gradients = importance in ("taylor", "attention-taylor")
+    gradients = importance in GRADIENT_IMPORTANCES
     if data_dir and keep < 1.0 and (gradients or bn_stats in ("match", "refit")):
         loader = data.loader(
             train_split(), meta["preprocessing"], False, calib_images, 2,
@@ -553,7 +556,7 @@ def prune(
         model, meta, keep, importance, global_pruning, round_to, calib if gradients else None, protect_stem,
         kept, keep_residual,
     )  # fmt: skip
-    keep_residual = residual_keep(keep) if keep_residual is None else keep_residual
+    keep_residual = residual_keep(keep, keep_residual)
     record = {"keep": keep, "keep_residual": keep_residual, "importance": importance,
               "global": global_pruning, "round_to": round_to, "protect_stem": protect_stem,
               "history": history}  # fmt: skip

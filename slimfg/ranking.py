@@ -67,7 +67,7 @@ def rank(model_path: str, keep: float = 0.6, out_dir: str | None = None, round_t
     attention_scores(model, meta)  # one-line error for a model without attention
     out = Path(out_dir) if out_dir else Path(model_path).with_name("ranking")
     layers = _layers(meta)
-    keep_residual = residual_keep(keep) if keep_residual is None else keep_residual
+    keep_residual = residual_keep(keep, keep_residual)
     kept = _kept(model, meta, keep, round_to, keep_residual)
     for name, info in layers.items():
         info["kept_at_keep"] = kept.get(name, info["channels"])

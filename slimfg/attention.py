@@ -23,7 +23,9 @@ class FilterAttention(nn.Module):
         super().__init__()
         shape = (weight.shape[0], 1, 1, 1) if mode == "out" else (*weight.shape[:2], 1, 1)
         self.mode = mode
-        self.attention = nn.Parameter(torch.full(shape, float(init), dtype=weight.dtype))
+        self.attention = nn.Parameter(
+            torch.full(shape, float(init), dtype=weight.dtype, device=weight.device)
+        )
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         return weight * self.attention

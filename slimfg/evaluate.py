@@ -11,7 +11,10 @@ from slimfg.train import class_labels, evaluate, resolve_device
 
 def evaluate_model(model: nn.Module, meta: dict, data_dir: str, split: str = "val", batch_size: int = 64,
                    workers: int = 2, device: str = "auto") -> dict:  # fmt: skip
-    """Top-1/top-5 and per-class accuracy of `model` on DATA's `split`, with meta's preprocessing."""
+    """Top-1/top-5 and per-class accuracy of `model` on DATA's `split`, with meta's preprocessing.
+
+    The model runs on `device` and is moved back to where it was: callers such as
+    `prune` go on to change it with CPU tensors."""
     splits = data.load(data_dir)
     dataset = splits.val if split == "val" else splits.test
     if dataset is None:
@@ -21,7 +24,9 @@ def evaluate_model(model: nn.Module, meta: dict, data_dir: str, split: str = "va
         raise SlimfgError(f"{data_dir} has {len(labels)} classes but the model has {meta['num_classes']}")
     dev = resolve_device(device)
     loader = data.loader(dataset, meta["preprocessing"], False, batch_size, workers)
+    home = next(model.parameters()).device
     result = evaluate(model.to(dev), loader, dev, num_classes=meta["num_classes"])
+    model.to(home)
     return {**result, "split": split, "classes": labels}
 
 

@@ -45,6 +45,7 @@ def set_phase(model: nn.Module, phase: str) -> list[nn.Parameter]:
         "b": [p for bn in bns for p in (bn.weight, bn.bias) if p is not None],
         "t": list(model.parameters()),
         "s": attention.parameters(model) + [bn.bias for bn in bns if bn.bias is not None],
+        "j": attention.parameters(model) + list(head.parameters()),
     }[phase]
     ids = {id(p) for p in chosen}
     for p in model.parameters():
@@ -103,7 +104,13 @@ def init_distributed(device_name: str) -> tuple[int, int, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return 0, 1, resolve_device(device_name)
-    cuda = torch.cuda.is_available() and device_name in ("auto", "cuda")
+    # One GPU per process, or every process on CPU: a backend must be the same on all ranks.
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    gpus = torch.cuda.device_count()
+    if device_name.startswith("cuda") and gpus < per_node:
+        raise SlimfgError(f"--device {device_name} with {per_node} processes per node needs as many GPUs; "
+                          f"{gpus} found")  # fmt: skip
+    cuda = device_name in ("auto", "cuda") and gpus >= per_node
     if not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo")
     local = int(os.environ.get("LOCAL_RANK", "0"))

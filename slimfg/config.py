@@ -20,12 +20,13 @@ PHASES = {
     "b": "BatchNorm affine only (BN in train mode)",
     "t": "everything (plain full fine-tuning)",
     "s": "attention weights and BatchNorm shifts (beta), BN statistics frozen",
+    "j": "attention weights and the classifier head jointly",
 }
-ATTENTION_PHASES = "as"
+ATTENTION_PHASES = "asj"
 # Per-phase learning rates (Adam). Attention at 3e-3: on full Flowers-102 (205 steps an
 # epoch) 1e-2 made val top-1 swing by 2-3 points between `a` epochs and ended at 90.3%,
 # 3e-3 ended at 92+% (docs/method.md); full fine-tuning wants a much lower lr.
-DEFAULT_LR = {"f": 3e-3, "a": 3e-3, "b": 1e-3, "t": 3e-4, "s": 3e-3}
+DEFAULT_LR = {"f": 3e-3, "a": 3e-3, "b": 1e-3, "t": 3e-4, "s": 3e-3, "j": 3e-3}
 LR_DECAYS = ("none", "cosine")
 
 

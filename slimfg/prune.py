@@ -511,7 +511,7 @@ def prune(
     else `attention` (docs/method.md: the gate Taylor ranking recovered the unpruned
     accuracy at keep 0.6 where |a| and magnitude stayed 1.7 and 1.2 points below).
     """
-    from slimfg.config import TrainConfig
+    from slimfg.config import ATTENTION_PHASES, TrainConfig
     from slimfg.evaluate import evaluate_model
     from slimfg.train import train
 
@@ -584,9 +584,9 @@ def prune(
             options = {"image_size": size, **(train_options or {})}
             if options.get("distill") and not options.get("teacher"):
                 options["teacher"] = str(model_path)
+            mode = "out" if set(ATTENTION_PHASES) & set(finetune) else "none"
             cfg = TrainConfig(data=data_dir, out=str(run), arch=meta["arch"], weights=str(pruned),
-                              schedule=finetune, attention="out" if set("as") & set(finetune) else "none",
-                              **options)  # fmt: skip
+                              schedule=finetune, attention=mode, **options)  # fmt: skip
             model, meta = artifact.load(train(cfg))
     after = measure(model, meta)
     if latency:

@@ -19,7 +19,7 @@ def tiny_config(data, out, **kw) -> TrainConfig:
 
 def test_phases_train_only_their_parameters():
     model = attention.attach(models.build("resnet18", 5, "none"), "out")
-    counts = {p: sum(t.numel() for t in set_phase(model, p)) for p in "fabts"}
+    counts = {p: sum(t.numel() for t in set_phase(model, p)) for p in "fabtsj"}
     assert counts["f"] == 512 * 5 + 5
     assert counts["a"] == sum(m.weight.shape[0] for m in attention.convs(model).values())
     assert counts["b"] == sum(
@@ -27,7 +27,8 @@ def test_phases_train_only_their_parameters():
     )
     assert counts["t"] == sum(p.numel() for p in model.parameters())
     assert counts["s"] == counts["a"] + counts["b"] // 2  # attention + BN beta
-    for phase in "as":
+    assert counts["j"] == counts["a"] + counts["f"]  # attention + head
+    for phase in "asj":
         set_phase(model, phase)
         assert not model.bn1.training and model.training
     set_phase(model, "b")

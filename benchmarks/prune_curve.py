@@ -1,17 +1,18 @@
 """Accuracy vs MACs when pruning: keep fraction x channel importance, same fine-tune budget.
 
 Prunes MODEL (a slimfg artifact trained with attention) at every --keeps value with
-every --importances criterion, repairs it (--bn-stats: re-estimates BatchNorm
-statistics by default, or refits the convs), fine-tunes each with the same schedule on
+every --importances criterion, repairs it (--bn-stats: refits the convs on
+--calib-images training images by default, as slimfg prune does), fine-tunes each with the same schedule on
 the same training subset (distilled from MODEL), and evaluates on the full val split.
 keep 1.0 fine-tunes the unpruned model with the same budget, the fair reference.
 Writes benchmarks/results/prune_curve.json and prune_curve.png.
 
-Default run (~30 min on 2 CPU cores): 15 train images per class, fine-tune `t`.
+Default run (~40 min on 2 CPU cores): 15 train images per class, fine-tune `t`.
 
 Usage: python benchmarks/prune_curve.py MODEL DATA [--keeps 1.0,0.8,0.6,0.4,0.3]
-       [--importances attention,magnitude,bn,random] [--finetune t] [--lr t=1e-3] [--lr-decay none]
-       [--crop-scale 0.08] [--bn-stats recal] [--calib-images 512] [--per-class 15] [--quick]
+       [--importances attention,attention-taylor,magnitude,bn,random] [--finetune t] [--lr t=1e-3]
+       [--lr-decay none] [--crop-scale 0.08] [--bn-stats refit] [--calib-images 512] [--per-class 15]
+       [--quick]
 """
 
 from __future__ import annotations
@@ -54,13 +55,13 @@ def main() -> None:
     parser.add_argument("model", nargs="?")
     parser.add_argument("data", nargs="?")
     parser.add_argument("--keeps", default="1.0,0.8,0.6,0.4,0.3")
-    parser.add_argument("--importances", default="attention,magnitude,bn,random")
+    parser.add_argument("--importances", default="attention,attention-taylor,magnitude,bn,random")
     parser.add_argument("--finetune", default="t")
     parser.add_argument("--lr", default="t=1e-3")
     parser.add_argument("--lr-decay", default="none", help="none or cosine (see slimfg prune --help)")
     parser.add_argument("--crop-scale", type=float, default=0.08, help="smallest random-crop area")
     parser.add_argument("--distill", type=float, default=0.9)
-    parser.add_argument("--bn-stats", default="recal", help="repair after pruning (see slimfg prune --help)")
+    parser.add_argument("--bn-stats", default="refit", help="repair after pruning (see slimfg prune --help)")
     parser.add_argument("--calib-images", type=int, default=512, help="images for --bn-stats refit/match")
     parser.add_argument(
         "--keep-residual",

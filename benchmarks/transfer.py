@@ -1,5 +1,6 @@
 """Transfer learning methods at one epoch budget: head-only, full fine-tune, BN-only,
-attention `out`, attention `full`, and the authors' schedule (arXiv 1906.04950).
+attention `out`, attention `full`, the authors' schedule (arXiv 1906.04950), and
+attention trained with the head (phase `j`).
 
 All run through `slimfg train` with lite0 and the bundled ImageNet weights, the same
 image size, batch, seed and training subset; every method spends the same number of
@@ -8,10 +9,12 @@ top-1/top-5 per epoch, wall time, trainable params, and test top-1 at the end.
 Writes benchmarks/results/transfer.json and transfer.png (accuracy vs epoch).
 
 Default run (~25 min on 2 CPU cores): 15 train images per class, all val/test images,
-128 px, 5 epochs.
+128 px, 5 epochs; each phase at the lr the seeded sweep (transfer_sweep.py) found best,
+cosine lr decay, random crops of at least 35% of the image.
 
 Usage: python benchmarks/transfer.py DATA [--per-class 15] [--image-size 128] [--epochs 5]
-       [--methods head,full,bn,attention,attention-full,authors] [--lr a=1e-2] [--lr-decay cosine] [--quick]
+       [--methods head,full,bn,attention,attention-full,authors,attention-joint] [--lr a=1e-2]
+       [--lr-decay cosine] [--crop-scale 0.35] [--quick]
        (a custom method is NAME=SCHEDULE/ATTENTION, e.g. --methods ab=fabab/out)
 """
 
@@ -26,11 +29,15 @@ from pathlib import Path
 from _common import RESULTS, line_plot, machine, subset, write_json
 
 from slimfg import artifact
-from slimfg.config import DEFAULT_LR, TrainConfig
+from slimfg.config import TrainConfig, parse_lr
 from slimfg.evaluate import evaluate_artifact
 from slimfg.train import train
 
 AUTHORS = "fafbaabafa"
+HEAD_PHASES = "tj"  # phases that train the classifier head along with the backbone
+# Each phase's lr at its best in a 3-seed sweep on this budget (docs/results.md,
+# transfer_sweep_h100.json), with cosine decay and random crops of at least 35% area.
+TUNED_LR = "f=3e-3,a=1e-2,b=1e-3,t=2e-3,s=1e-2,j=5e-3"
 log = logging.getLogger("slimfg")
 
 
@@ -43,6 +50,8 @@ def methods(epochs: int) -> dict[str, dict]:
         "attention": {"schedule": "f" + "a" * rest, "attention": "out"},
         "attention-full": {"schedule": "f" + "a" * rest, "attention": "full"},
         "authors": {"schedule": AUTHORS[:epochs], "attention": "out"},
+        # attention and the head trained together (phase j) after one head epoch
+        "attention-joint": {"schedule": "f" + "j" * rest, "attention": "out"},
     }
 
 
@@ -67,9 +76,9 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--methods", default=",".join(methods(5)))
-    parser.add_argument("--lr", default=None, help="per-phase lr override, e.g. a=1e-2")
-    parser.add_argument("--lr-decay", default="none", help="none or cosine (see slimfg train --help)")
-    parser.add_argument("--crop-scale", type=float, default=0.08, help="smallest random-crop area")
+    parser.add_argument("--lr", default=TUNED_LR, help="per-phase lr (slimfg train --lr syntax)")
+    parser.add_argument("--lr-decay", default="cosine", help="none or cosine (see slimfg train --help)")
+    parser.add_argument("--crop-scale", type=float, default=0.35, help="smallest random-crop area")
     parser.add_argument("--quick", action="store_true", help="CI smoke run: bundled sample, 2 epochs, 64 px")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
@@ -82,11 +91,7 @@ def main() -> None:
     if not args.data:
         parser.error("DATA is required (or --quick)")
     out = Path(args.out or (RESULTS / ("transfer_quick.json" if args.quick else "transfer.json")))
-    lr = dict(DEFAULT_LR)
-    if args.lr:
-        from slimfg.config import parse_lr
-
-        lr = parse_lr(args.lr)
+    lr = parse_lr(args.lr)
 
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -111,10 +116,12 @@ def main() -> None:
                 "params_by_phase": {h["phase"]: h["trainable_params"] for h in history},
                 "seconds": round(time.perf_counter() - t0, 1),
             }
+            # what a method trains besides the head: phases t and j train the head too
             phases = results[name]["params_by_phase"]
             results[name]["trainable_params"] = max(
-                [v for k, v in phases.items() if k != "f"] or [phases["f"]]
-            )
+                [v - (phases["f"] if k in HEAD_PHASES and "f" in phases else 0)
+                 for k, v in phases.items() if k != "f"] or [phases["f"]]
+            )  # fmt: skip
             logging.getLogger("slimfg").info(
                 "%s: val top-1 %.4f, test %s", name, history[-1]["val_top1"], test
             )

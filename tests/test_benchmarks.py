@@ -19,20 +19,49 @@ def run(script: str, *args: str) -> str:
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     out = tmp_path_factory.mktemp("results")
-    for name in ("transfer", "prune_curve", "latency", "prune_latency", "attention_overhead"):
+    for name in (
+        "transfer",
+        "transfer_sweep",
+        "prune_curve",
+        "latency",
+        "prune_latency",
+        "attention_overhead",
+    ):
         run(f"{name}.py", "--quick", "--out", str(out / f"{name}.json"))
     # the full-budget importance comparison is a prune_curve.py run with other flags
     shutil.copy(out / "prune_curve.json", out / "prune_curve_full.json")
+    for machine in ("h100", "cpu"):  # the file names of the published sweeps
+        shutil.copy(out / "transfer_sweep.json", out / f"transfer_sweep_{machine}.json")
     return out
 
 
 def test_transfer_quick(results):
     doc = json.loads((results / "transfer.json").read_text())
-    assert set(doc["results"]) == {"head", "full", "bn", "attention", "attention-full", "authors"}
+    assert set(doc["results"]) == {
+        "head",
+        "full",
+        "bn",
+        "attention",
+        "attention-full",
+        "authors",
+        "attention-joint",
+    }
     r = doc["results"]["attention"]
     assert r["schedule"] == "fa" and len(r["history"]) == 2 and 0 <= r["final_val_top1"] <= 1
     assert doc["results"]["full"]["trainable_params"] > 100 * r["trainable_params"]
+    joint = doc["results"]["attention-joint"]  # trains the head too; counted besides the head
+    assert joint["schedule"] == "fj" and joint["trainable_params"] == r["trainable_params"]
+    assert joint["params_by_phase"]["j"] == r["trainable_params"] + joint["params_by_phase"]["f"]
     assert (results / "transfer.png").stat().st_size > 0
+
+
+def test_transfer_sweep_quick(results):
+    doc = json.loads((results / "transfer_sweep.json").read_text())
+    assert {r["name"] for r in doc["runs"]} == {"64px head cos c35", "64px joint j=5e-3 cos c35"}
+    assert all(len(r["val_top1"]) == 2 for r in doc["runs"])
+    joint = doc["summary"]["64px joint j=5e-3 cos c35"]
+    assert joint["n"] == 1 and joint["std"] == 0 and 0 < joint["mean"] <= 1
+    assert doc["grid"]["joint j=5e-3 cos c35"]["schedule"] == "fjjjj"
 
 
 def test_prune_curve_quick(results):
@@ -67,6 +96,7 @@ def test_report_renders_every_section(results, tmp_path):
     text = out.read_text()
     for heading in (
         "Transfer learning",
+        "Recipe sweep over seeds (GPU)",
         "Pruning: accuracy vs MACs",
         "Channel importance at the full fine-tune budget",
         "Deployment latency",

@@ -67,3 +67,11 @@ def test_regularisers():
     attention.attach(conv, "out", init=0.5)
     assert attention.regulariser(conv, "l1").item() == pytest.approx(0.5)
     assert attention.regulariser(conv, "mod-l2").item() == pytest.approx(-2 * 0.25)
+
+
+@pytest.mark.parametrize("mode", ["out", "full"])
+def test_attention_is_created_on_the_conv_device(mode):
+    # a model already moved to a device (cuda in practice; meta needs no hardware)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 1)).to("meta")
+    attention.attach(model, mode)
+    assert {p.device.type for p in attention.parameters(model)} == {"meta"}

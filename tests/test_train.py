@@ -9,7 +9,7 @@ from slimfg import artifact, attention, models
 from slimfg.config import TrainConfig
 from slimfg.errors import SlimfgError
 from slimfg.evaluate import evaluate_artifact
-from slimfg.train import distill_loss, lr_scheduler, set_phase, train
+from slimfg.train import distill_loss, init_distributed, lr_scheduler, set_phase, train
 
 
 def tiny_config(data, out, **kw) -> TrainConfig:
@@ -157,3 +157,12 @@ def test_cosine_lr_spans_the_whole_schedule():
     assert (
         lr_scheduler(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1), "none", 0, 3, 4) is None
     )
+
+
+@pytest.mark.skipif(torch.cuda.device_count() >= 2, reason="this machine has a GPU per process")
+def test_torchrun_cuda_needs_a_gpu_per_process(monkeypatch):
+    # checked before any process group starts; with `auto` the processes fall back to CPU
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    with pytest.raises(SlimfgError, match="2 processes per node needs as many GPUs"):
+        init_distributed("cuda")

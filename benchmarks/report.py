@@ -130,14 +130,16 @@ def prune_curve(doc: dict | None) -> list[str]:
     if doc is None:
         return lines + missing("prune_curve")
     lines += [
-        f"Fine-tune `{doc['finetune']}` on {doc['per_class'] or 'all'} train images per class, distillation "
+        f"Repair `--bn-stats {doc.get('bn_stats', 'recal')}` ({doc.get('calib_images', 512)} images), then "
+        f"fine-tune `{doc['finetune']}` on {doc['per_class'] or 'all'} train images per class, distillation "
         f"weight {doc['distill']}, lr t = {doc['lr']['t']}; val top-1 on the full val split.",
         "",
-        "| keep | importance | MACs | params | val top-1 before fine-tune | val top-1 |",
-        "|---|---|---|---|---|---|",
+        "| keep | residual keep | importance | MACs | params | val top-1 before fine-tune | val top-1 |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in doc["rows"]:
-        lines.append(f"| {r['keep']} | {r['importance']} | {r['macs_ratio']:.3f}x | {r['params_ratio']:.3f}x | "
+        lines.append(f"| {r['keep']} | {r.get('keep_residual', r['keep'])} | {r['importance']} | "
+                     f"{r['macs_ratio']:.3f}x | {r['params_ratio']:.3f}x | "
                      f"{pct(r['val_top1_no_finetune'])} | {pct(r['val_top1'])} |")  # fmt: skip
     return lines + note(doc) + ["", "![accuracy vs MACs](../benchmarks/results/prune_curve.png)", ""]
 

@@ -7,7 +7,9 @@ the same training subset (distilled from MODEL), and evaluates on the full val s
 keep 1.0 fine-tunes the unpruned model with the same budget, the fair reference.
 Writes benchmarks/results/prune_curve.json and prune_curve.png.
 
-Default run (~40 min on 2 CPU cores): 15 train images per class, fine-tune `t`.
+Default run (~42 min on 2 CPU cores: 21 prune + fine-tune rows of ~2 min): 15 train
+images per class, fine-tune `t`. The four rankings the first curve used
+(`--importances attention,magnitude,bn,random`) take ~34 min.
 
 Usage: python benchmarks/prune_curve.py MODEL DATA [--keeps 1.0,0.8,0.6,0.4,0.3]
        [--importances attention,attention-taylor,magnitude,bn,random] [--finetune t] [--lr t=1e-3]

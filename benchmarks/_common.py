@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from slimfg.io import atomic_path, write_text
+
 RESULTS = Path(__file__).parent / "results"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
@@ -43,8 +45,6 @@ def machine() -> str:
 
 
 def write_json(path: str | Path, doc: dict) -> None:
-    from slimfg.artifact import write_text
-
     write_text(path, json.dumps(doc, indent=2) + "\n")
 
 
@@ -55,8 +55,6 @@ def line_plot(lines: dict[str, list[tuple[float, float]]], xlabel: str, ylabel: 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from slimfg.artifact import atomic_path
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for label, points in lines.items():

@@ -18,27 +18,27 @@ import logging
 import tempfile
 from pathlib import Path
 
-from slimfg import artifact
+from slimfg import artifact, models
 from slimfg.bench import available_formats, bench
+from slimfg.card import ModelCard
+from slimfg.io import write_text
+from slimfg.pruning.graph import example_input
+from slimfg.pruning.pruner import prune
 
 RESULTS = Path(__file__).parent / "results"
 
 
 def quick_models(tmp: Path) -> list[str]:
     """A dense lite0 (bundled ImageNet weights, 10-class head, 96 px) and its keep-0.6 prune."""
-    from slimfg import models
-    from slimfg.prune import prune_model
-
     paths = []
     for name in ("dense", "pruned"):
         model = models.build("tf_efficientnet_lite0", 10, "imagenet")
-        meta = {"arch": "tf_efficientnet_lite0", "num_classes": 10, "classes": [str(i) for i in range(10)],
-                "preprocessing": models.preprocessing("tf_efficientnet_lite0", 96)}  # fmt: skip
+        card = ModelCard(arch="tf_efficientnet_lite0", num_classes=10, classes=[str(i) for i in range(10)],
+                         preprocessing=models.preprocessing("tf_efficientnet_lite0", 96))  # fmt: skip
         if name == "pruned":
-            history = prune_model(model, meta, 0.6, "magnitude")
-            meta["pruning"] = {"keep": 0.6, "importance": "magnitude", "round_to": 8, "history": history}
+            card.pruning = prune(model, example_input(96), keep=0.6, importance="magnitude").record()
         paths.append(str(tmp / f"{name}.safetensors"))
-        artifact.save(paths[-1], model, meta)
+        artifact.save(paths[-1], model, card)
     return paths
 
 
@@ -83,7 +83,7 @@ def main() -> None:
         "rounds": rounds,
         "rows": rows,
     }
-    artifact.write_text(out, json.dumps(result, indent=2) + "\n")
+    write_text(out, json.dumps(result, indent=2) + "\n")
     header = ("variant", "b1 ms", "b32 ms", "b32 p90", "speedup", "ideal", "eff", "int8 x", "top-1")
     print(f"{header[0]:34}" + "".join(f"{h:>9}" for h in header[1:]))
     for r in rows:

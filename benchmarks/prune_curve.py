@@ -27,8 +27,9 @@ from pathlib import Path
 
 from _common import RESULTS, line_plot, machine, subset, write_json
 
-from slimfg.config import DEFAULT_LR, TrainConfig, parse_lr
-from slimfg.prune import prune, residual_keep
+from slimfg.config import DEFAULT_LR, PruneConfig, TrainConfig, parse_lr
+from slimfg.pipeline import prune_artifact
+from slimfg.pruning.pruner import residual_keep
 from slimfg.train import train
 
 log = logging.getLogger("slimfg")
@@ -99,11 +100,20 @@ def main() -> None:
         for keep in [float(k) for k in args.keeps.split(",")]:
             for importance in args.importances.split(",") if keep < 1 else ["none"]:
                 t0 = time.perf_counter()
-                report = prune(args.model, str(tmp / f"{keep}_{importance}.safetensors"), keep=keep,
-                               importance="attention" if importance == "none" else importance,
-                               data_dir=str(data), finetune=args.finetune, train_options=options,
-                               latency=False, bn_stats=args.bn_stats, calib_images=args.calib_images,
-                               keep_residual=args.keep_residual)  # fmt: skip
+                cfg = PruneConfig(
+                    model=args.model,
+                    out=str(tmp / f"{keep}_{importance}.safetensors"),
+                    keep=keep,
+                    importance="attention" if importance == "none" else importance,
+                    data=str(data),
+                    finetune=args.finetune,
+                    latency=False,
+                    bn_stats=args.bn_stats,
+                    calib_images=args.calib_images,
+                    keep_residual=args.keep_residual,
+                    **options,
+                )
+                report = prune_artifact(cfg)
                 before, after = report["before"], report["after"]
                 rows.append({
                     "keep": keep, "keep_residual": residual_keep(keep, args.keep_residual),

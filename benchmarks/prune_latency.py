@@ -25,22 +25,22 @@ from pathlib import Path
 
 import torch
 
-from slimfg import artifact
+from slimfg import artifact, attention, models
 from slimfg.bench import paired_latency
+from slimfg.card import ModelCard
 from slimfg.exporters import export_onnx
-from slimfg.prune import count, prune_model
+from slimfg.pruning.graph import count, example_input
+from slimfg.pruning.pruner import prune
 
 
 def quick_model(tmp: Path) -> str:
     """lite0 with the bundled ImageNet weights, a 10-class head and attention scores of 1."""
-    from slimfg import attention, models
-
     model = attention.attach(models.build(models.DEFAULT_ARCH, 10, "imagenet"), "out")
     scores = {k: v.tolist() for k, v in attention.scores(model).items()}
-    meta = {"arch": models.DEFAULT_ARCH, "num_classes": 10, "classes": [str(i) for i in range(10)],
-            "preprocessing": models.preprocessing(models.DEFAULT_ARCH, 96),
-            "attention": {"mode": "out", "scores": scores}}  # fmt: skip
-    artifact.save(tmp / "quick.safetensors", attention.fold(model), meta)
+    card = ModelCard(arch=models.DEFAULT_ARCH, num_classes=10, classes=[str(i) for i in range(10)],
+                     preprocessing=models.preprocessing(models.DEFAULT_ARCH, 96),
+                     attention={"mode": "out", "scores": scores})  # fmt: skip
+    artifact.save(tmp / "quick.safetensors", attention.fold(model), card)
     return str(tmp / "quick.safetensors")
 
 
@@ -65,23 +65,24 @@ def main() -> None:
         parser.error("MODEL is required (or --quick)")
     args.out = args.out or f"benchmarks/results/prune_latency{'_quick' if args.quick else ''}.json"
 
-    dense, meta = artifact.load(args.model)
-    size = meta["preprocessing"]["size"]
+    dense, card = artifact.load(args.model)
+    size = card.size
     x = torch.randn(2, 3, size, size)
-    dense_count = count(dense, size)
+    dense_count = count(dense, example_input(size))
     rows = {"dense": {**dense_count, "round_to": None}}
     with tempfile.TemporaryDirectory() as tmp:
         paths = {"dense": Path(tmp) / "dense.onnx"}
-        export_onnx(dense, meta, paths["dense"], x)
+        export_onnx(dense, card, paths["dense"], x)
         for r in [int(v) for v in args.round_to.split(",")]:
             for protect in [bool(int(v)) for v in args.protect_stem.split(",")]:
                 model, _ = artifact.load(args.model)
-                prune_model(model, meta, args.keep, args.importance, round_to=r if r > 1 else None,
-                            protect_stem=protect, keep_residual=args.keep_residual)  # fmt: skip
+                prune(model, example_input(size), keep=args.keep, importance=args.importance,
+                      round_to=r if r > 1 else None, protect_stem=protect, keep_residual=args.keep_residual,
+                      scores=(card.attention or {}).get("scores"))  # fmt: skip
                 name = f"keep{args.keep}_round{r}" + ("_stem" if protect else "")
                 paths[name] = Path(tmp) / f"{name}.onnx"
-                export_onnx(model, meta, paths[name], x)
-                rows[name] = {**count(model, size), "round_to": r, "protect_stem": protect}
+                export_onnx(model, card, paths[name], x)
+                rows[name] = {**count(model, example_input(size)), "round_to": r, "protect_stem": protect}
         b1 = paired_latency(paths, 1, size, rounds=args.rounds_b1)
         b32 = paired_latency(paths, 32, size, rounds=args.rounds_b32)
     for name, row in rows.items():

@@ -1,16 +1,14 @@
 """The pickle-free model artifact: one .safetensors file, weights + one JSON document.
 
 Tensors are the (folded) network's state dict; the header metadata key "slimfg" holds
-arch, classes, preprocessing, attention scores, pruning record, metrics and provenance.
-`load` rebuilds the architecture by name and loads the tensors: no pickle, no training
-code. Every write is atomic (temp file + os.replace).
+the ModelCard (arch, classes, preprocessing, attention scores, pruning record, metrics,
+provenance). `load` rebuilds the architecture by name, replays the pruning record and
+loads the tensors: no pickle, no training code. Every write is atomic.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import platform
 from pathlib import Path
 
@@ -19,29 +17,14 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-import slimfg
+from slimfg import __version__, models
+from slimfg.card import ModelCard
 from slimfg.errors import SlimfgError
+from slimfg.io import atomic_path
+from slimfg.pruning.graph import example_input, replay
 
 FORMAT = "slimfg"
 FORMAT_VERSION = 1
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path):
-    """Yield a temp path next to `path`; rename it into place only if the body succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_text(path: str | Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
 
 
 def write(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
@@ -75,18 +58,22 @@ def read(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, meta
 
 
+def read_card(path: str | Path) -> ModelCard:
+    """The ModelCard of a slimfg model file, without loading its tensors."""
+    meta = read_meta(path)
+    if meta.get("format") != FORMAT or "arch" not in meta or "num_classes" not in meta:
+        raise SlimfgError(f"{path} is a training checkpoint or foreign file, not a slimfg model")
+    return ModelCard.from_dict(meta)
+
+
 def provenance() -> dict:
-    return {
-        "slimfg": slimfg.__version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-    }
+    return {"slimfg": __version__, "torch": torch.__version__, "python": platform.python_version()}
 
 
-def save(path: str | Path, model: nn.Module, meta: dict) -> None:
-    """Save a plain (attention-folded) model with its metadata."""
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta}
-    meta.setdefault("provenance", {}).update(provenance())
+def save(path: str | Path, model: nn.Module, card: ModelCard) -> None:
+    """Save a plain (attention-folded) model with its card."""
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **card.to_dict()}
+    meta["provenance"] = {**meta["provenance"], **provenance()}
     write(path, model.state_dict(), meta)
 
 
@@ -97,25 +84,20 @@ def is_artifact(path: str | Path) -> bool:
         return False
 
 
-def load(path: str | Path) -> tuple[nn.Module, dict]:
-    """Rebuild the network named in the metadata, replay its pruning record, load its tensors.
+def load(path: str | Path) -> tuple[nn.Module, ModelCard]:
+    """Rebuild the network named in the card, replay its pruning record, load its tensors.
 
     No unpickling anywhere: tensors come from safetensors, the rest from JSON.
     """
-    from slimfg.models import build
-
-    tensors, meta = read(path)
-    if meta.get("format") != FORMAT or "arch" not in meta:
-        raise SlimfgError(f"{path} is a training checkpoint or foreign file, not a slimfg model")
-    model = build(meta["arch"], meta["num_classes"], weights="none")
-    if meta.get("pruning"):
-        from slimfg.prune import replay
-
-        replay(model, meta["pruning"], meta["preprocessing"]["size"])
+    card = read_card(path)
+    tensors = read(path)[0]
+    model = models.build(card.arch, card.num_classes, weights="none")
+    if card.pruning:
+        replay(model, card.pruning, example_input(card.size))
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError:
         raise SlimfgError(
-            f"{path} does not match its arch {meta['arch']!r} (tensor names or shapes differ)"
+            f"{path} does not match its arch {card.arch!r} (tensor names or shapes differ)"
         ) from None
-    return model.eval(), meta
+    return model.eval(), card

@@ -19,6 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
+from slimfg import artifact, data
+from slimfg.config import ExportConfig
+from slimfg.errors import SlimfgError, unknown_name
+from slimfg.exporters import EXPORTERS, SUFFIX, uses_int8
+from slimfg.exporters.common import accuracy, check_writable, eval_batches, inputs_from_data, ort_runner
+from slimfg.exporters.openvino import openvino_runner
+from slimfg.io import atomic_path, write_text
+from slimfg.pruning.graph import count, example_input
+
 log = logging.getLogger("slimfg")
 
 
@@ -46,17 +55,11 @@ def latency(runners: dict[str, Callable], batch: int, size: int, rounds: int = 2
 
 def paired_latency(paths: dict[str, Path], batch: int, size: int, rounds: int = 20, warmup: int = 3) -> dict:
     """`latency` for ONNX files in ONNX Runtime (CPU)."""
-    from slimfg.exporters.common import ort_runner
-
     return latency({name: ort_runner(p) for name, p in paths.items()}, batch, size, rounds, warmup)
 
 
 def runner_for(fmt: str, path: Path) -> Callable:
-    from slimfg.exporters.common import ort_runner
-
     if fmt == "openvino":
-        from slimfg.exporters.openvino import openvino_runner
-
         return openvino_runner(path)
     return ort_runner(path)
 
@@ -80,12 +83,6 @@ def bench(
     batches: tuple[int, ...] = (1, 32),
 ) -> list[dict]:
     """Export every model to every format, measure, write bench.json + bench.png; returns rows."""
-    from slimfg import artifact, data
-    from slimfg.errors import SlimfgError, unknown_name
-    from slimfg.exporters import EXPORTERS, SUFFIX, ExportOptions
-    from slimfg.exporters.common import accuracy, check_writable, eval_batches
-    from slimfg.prune import count
-
     for fmt in formats:
         if fmt not in available_formats():
             if fmt in EXPORTERS:
@@ -93,27 +90,27 @@ def bench(
             raise unknown_name("format", fmt, available_formats())
     out = check_writable(Path(out_dir) / "bench.json").parent
     # The bench reports int8 agreement instead of failing on it.
-    options = ExportOptions(data=data_dir, calib=data_dir or str(data.SAMPLE), min_agreement=0.0)
+    cfg = ExportConfig(data=data_dir, calib=data_dir or str(data.SAMPLE), min_agreement=0.0)
     rows, runners, size = [], {}, None
     with tempfile.TemporaryDirectory() as tmp:
         for i, model_path in enumerate(models):
-            model, meta = artifact.load(model_path)
-            if size not in (None, meta["preprocessing"]["size"]):
+            model, card = artifact.load(model_path)
+            if size not in (None, card.size):
                 raise SlimfgError(
-                    f"models take different input sizes ({size}, {meta['preprocessing']['size']} px); "
-                    "bench one size at a time"
+                    f"models take different input sizes ({size}, {card.size} px); bench one size at a time"
                 )
-            size = meta["preprocessing"]["size"]
-            counts = count(model, size)
+            size = card.size
+            counts = count(model, example_input(size))
             for fmt in formats:
                 path = Path(tmp) / f"{i}_{fmt}{SUFFIX[fmt]}"
-                result = EXPORTERS[fmt](model, meta, path, options)
+                inputs = inputs_from_data(card, cfg, uses_int8(fmt, cfg))
+                result = EXPORTERS[fmt](model, card, path, inputs, cfg)
                 name = f"{Path(model_path).stem} {fmt}"
                 runners[name] = runner_for(fmt, path)
                 row = {"name": name, "model": str(model_path), "format": fmt, "bytes": result.bytes, **counts,
-                       "pruned": bool(meta.get("pruning")), "verification": result.verification}  # fmt: skip
+                       "pruned": bool(card.pruning), "verification": result.verification}  # fmt: skip
                 if data_dir:
-                    row["top1"] = accuracy(runners[name], eval_batches(meta, data_dir))["top1"]
+                    row["top1"] = accuracy(runners[name], eval_batches(card, data_dir))["top1"]
                 rows.append(row)
                 log.info("exported and verified %s", name)
         for batch in batches:
@@ -122,7 +119,7 @@ def bench(
             for row in rows:
                 row[f"b{batch}_p50_s"] = timing[row["name"]]["median_s"]
                 row[f"b{batch}_p90_s"] = timing[row["name"]]["p90_s"]
-    artifact.write_text(out / "bench.json", json.dumps({"machine": machine(), "rows": rows}, indent=2) + "\n")
+    write_text(out / "bench.json", json.dumps({"machine": machine(), "rows": rows}, indent=2) + "\n")
     plot(rows, out / "bench.png", max(batches))
     return rows
 
@@ -159,8 +156,6 @@ def plot(rows: list[dict], path: Path, batch: int) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from slimfg.artifact import atomic_path
 
     y_key, y_label = (
         ("top1", "val top-1") if all("top1" in r for r in rows) else ("bytes", "file size (bytes)")

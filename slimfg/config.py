@@ -1,7 +1,8 @@
-"""Run configuration: dataclasses with code defaults; YAML recipes and CLI flags override.
+"""Job configuration: dataclasses with code defaults; YAML recipes and CLI flags override.
 
 Precedence: code defaults < recipe YAML < CLI flags. Recipe keys are the CLI option
 names (`image-size` or `image_size`). The resolved config is written into the run dir.
+Torch-free, so the CLI can read defaults without importing torch.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from pathlib import Path
 import yaml
 
 from slimfg.errors import SlimfgError, unknown_name
-from slimfg.models import DEFAULT_ARCH
+
+DEFAULT_ARCH = "tf_efficientnet_lite0"
 
 PHASES = {
     "f": "classifier head only",
@@ -28,6 +30,12 @@ ATTENTION_PHASES = "asj"
 # 3e-3 ended at 92+% (docs/method.md); full fine-tuning wants a much lower lr.
 DEFAULT_LR = {"f": 3e-3, "a": 3e-3, "b": 1e-3, "t": 3e-4, "s": 3e-3, "j": 3e-3}
 LR_DECAYS = ("none", "cosine")
+# Repair after the cut (pruning.repair): refit, match, recal or none.
+BN_STATS = ("refit", "match", "recal", "none")
+# Channel rankings (pruning.importance.IMPORTANCES) and export formats (exporters.EXPORTERS)
+# by name, here so that the CLI can list them without importing torch.
+IMPORTANCE_NAMES = ("attention-taylor", "attention", "magnitude", "bn", "taylor", "random")
+FORMAT_SUFFIX = {"onnx": ".onnx", "onnx-int8": ".onnx", "openvino": ".xml", "trt": ".engine"}
 
 
 def parse_lr(text: str | float) -> dict[str, float]:
@@ -113,6 +121,60 @@ class TrainConfig:
             raise SlimfgError("--reg prune needs attention (--attention out or full)")
         if self.reg != "none" and self.reg_lambda <= 0:
             raise SlimfgError(f"--reg {self.reg} needs a positive --reg-lambda")
+
+
+@dataclass(kw_only=True)
+class PruneConfig:
+    """The `slimfg prune` job: cut, repair, fine-tune (TrainConfig fields), report."""
+
+    model: str
+    out: str
+    keep: float = 0.6
+    # Share kept in residual groups; None = (1 + keep) / 2 (pruning.pruner.residual_keep).
+    keep_residual: float | None = None
+    # None: attention-taylor when there is data to take gradients on, else attention.
+    importance: str | None = None
+    global_pruning: bool = False
+    round_to: int | None = 16
+    protect_stem: bool = False
+    data: str | None = None
+    finetune: str = ""
+    batch_size: int = 32
+    lr: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LR))
+    lr_decay: str = "none"
+    warmup: float = 0.0
+    crop_scale: float = 0.08
+    workers: int = 2
+    seed: int = 0
+    bn_stats: str = "refit"
+    calib_images: int = 512
+    bn_batches: int = 50
+    distill: float = 0.0
+    teacher: str | None = None
+    latency: bool = True
+
+    def validate(self) -> None:
+        if not self.out.endswith(".safetensors"):
+            raise SlimfgError(f"--out must be a .safetensors file, got {self.out}")
+        if self.bn_stats not in BN_STATS:
+            raise unknown_name("--bn-stats", self.bn_stats, list(BN_STATS))
+        if self.finetune and not self.data:
+            raise SlimfgError("--finetune needs --data DIR")
+
+
+@dataclass(kw_only=True)
+class ExportConfig:
+    """How `slimfg export` writes and verifies one format."""
+
+    data: str | None = None  # real images to verify on (val split); the bundled sample if None
+    calib: str | None = None  # int8 calibration images (train split)
+    calib_images: int = 256
+    verify_images: int = 32
+    static_batch: int | None = None
+    fp16: bool = False  # trt
+    int8: bool = False  # trt
+    batch: tuple[int, int, int] = (1, 8, 32)  # trt optimisation profile (min, opt, max)
+    min_agreement: float = 0.9  # int8 / trt top-1 agreement below this fails the export
 
 
 def load_recipe(path: str | Path, allowed: list[str]) -> dict:

@@ -10,6 +10,7 @@ batch by `collate` and counted by the trainer.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,10 +197,24 @@ def load(
     return Splits(train, val, test_files, classes, _fingerprint(everything, root), skipped)
 
 
+def class_labels(root: str | Path, classes: list[str]) -> list[str]:
+    """Human-readable names from `class_names.json` next to the splits, if present."""
+    names_file = Path(str(root)).expanduser() / "class_names.json"
+    if names_file.is_file():
+        names = json.loads(names_file.read_text())
+        return [names.get(c, c) for c in classes]
+    return classes
+
+
 def _check_classes(classes: list[str], folder: Path) -> list[str]:
     if len(classes) < 2:
         raise SlimfgError(f"need at least 2 class folders in {folder}, found {len(classes)}")
     return classes
+
+
+def batch_images(batches) -> torch.Tensor:
+    """The images of (images, labels, ...) batches, or of bare image tensors, as one tensor."""
+    return torch.cat([b[0] if isinstance(b, (tuple, list)) else b for b in batches])
 
 
 class Transformed(Dataset):

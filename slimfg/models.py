@@ -16,9 +16,9 @@ import torchvision
 from safetensors.torch import load_file
 from torch import nn
 
+from slimfg.config import DEFAULT_ARCH
 from slimfg.errors import SlimfgError, unknown_name
 
-DEFAULT_ARCH = "tf_efficientnet_lite0"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

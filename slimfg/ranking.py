@@ -12,7 +12,11 @@ import torch
 from torch import nn
 
 from slimfg import artifact, models
-from slimfg.prune import AttentionImportance, attention_scores, dependency_graph, prune_model, residual_keep
+from slimfg.card import ModelCard
+from slimfg.io import write_text
+from slimfg.pruning.graph import dependency_graph, example_input
+from slimfg.pruning.importance import AttentionImportance, card_scores
+from slimfg.pruning.pruner import prune, residual_keep
 
 log = logging.getLogger("slimfg")
 
@@ -21,9 +25,9 @@ log = logging.getLogger("slimfg")
 NEAR_ZERO = 0.1
 
 
-def _layers(meta: dict) -> dict:
+def _layers(card: ModelCard) -> dict:
     out = {}
-    for name, values in meta["attention"]["scores"].items():
+    for name, values in card.attention["scores"].items():
         s = torch.tensor(values)
         out[name] = {
             "channels": len(values),
@@ -37,13 +41,13 @@ def _layers(meta: dict) -> dict:
     return out
 
 
-def _groups(model: nn.Module, meta: dict) -> list[dict]:
+def _groups(model: nn.Module, card: ModelCard) -> list[dict]:
     """Mean attention per channel of each dependency group (the pruning decision unit)."""
-    scores = attention_scores(model, meta)
+    scores = card_scores(model, card)
     names = {m: n for n, m in model.named_modules()}
     importance = AttentionImportance(scores)
     head = model.get_submodule(models.classifier_name(model))
-    graph = dependency_graph(model, meta["preprocessing"]["size"])
+    graph = dependency_graph(model, example_input(card.size))
     groups = []
     for group in graph.get_all_groups(ignored_layers=[head], root_module_types=[nn.Conv2d, nn.Linear]):
         imp = importance(group)
@@ -54,35 +58,36 @@ def _groups(model: nn.Module, meta: dict) -> list[dict]:
     return groups
 
 
-def _kept(model: nn.Module, meta: dict, keep: float, round_to: int | None, keep_residual: float) -> dict:
+def _kept(model: nn.Module, card: ModelCard, keep: float, round_to: int | None, keep_residual: float) -> dict:
     pruned = copy.deepcopy(model)
-    prune_model(pruned, meta, keep, round_to=round_to, keep_residual=keep_residual)
+    prune(pruned, example_input(card.size), keep=keep, importance="attention", round_to=round_to,
+          keep_residual=keep_residual, scores=card.attention["scores"])  # fmt: skip
     return {n: m.out_channels for n, m in pruned.named_modules() if isinstance(m, nn.Conv2d)}
 
 
 def rank(model_path: str, keep: float = 0.6, out_dir: str | None = None, round_to: int | None = 16,
          keep_residual: float | None = None) -> dict:  # fmt: skip
     """Write ranking.json and PNG plots for MODEL's attention; returns the ranking."""
-    model, meta = artifact.load(model_path)
-    attention_scores(model, meta)  # one-line error for a model without attention
+    model, card = artifact.load(model_path)
+    card_scores(model, card)  # one-line error for a model without attention
     out = Path(out_dir) if out_dir else Path(model_path).with_name("ranking")
-    layers = _layers(meta)
+    layers = _layers(card)
     keep_residual = residual_keep(keep, keep_residual)
-    kept = _kept(model, meta, keep, round_to, keep_residual)
+    kept = _kept(model, card, keep, round_to, keep_residual)
     for name, info in layers.items():
         info["kept_at_keep"] = kept.get(name, info["channels"])
     ranking = {
         "model": str(model_path),
-        "arch": meta["arch"],
-        "mode": meta["attention"]["mode"],
+        "arch": card.arch,
+        "mode": card.attention["mode"],
         "keep": keep,
         "keep_residual": keep_residual,
         "near_zero_threshold": NEAR_ZERO,
         "layers": layers,
-        "groups": _groups(model, meta),
+        "groups": _groups(model, card),
     }
     out.mkdir(parents=True, exist_ok=True)
-    artifact.write_text(out / "ranking.json", json.dumps(ranking) + "\n")
+    write_text(out / "ranking.json", json.dumps(ranking) + "\n")
     plot(ranking, out)
     return ranking
 

@@ -5,9 +5,11 @@ import torch
 from safetensors.torch import save_file
 
 from slimfg import artifact, models
+from slimfg.card import ModelCard
 from slimfg.errors import SlimfgError
 
 META = {"arch": "resnet18", "num_classes": 4, "classes": list("abcd"), "preprocessing": {}}
+CARD = ModelCard(**META)
 
 
 @pytest.fixture
@@ -15,17 +17,17 @@ def saved(tmp_path):
     torch.manual_seed(0)
     model = models.build("resnet18", 4, "none").eval()
     path = tmp_path / "m.safetensors"
-    artifact.save(path, model, dict(META))
+    artifact.save(path, model, CARD)
     return path, model
 
 
 def test_roundtrip_is_exact(saved):
     path, model = saved
-    loaded, meta = artifact.load(path)
+    loaded, card = artifact.load(path)
     x = torch.randn(2, 3, 48, 48)
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
-    assert meta["classes"] == list("abcd") and meta["provenance"]["torch"] == torch.__version__
+    assert card.classes == list("abcd") and card.provenance["torch"] == torch.__version__
 
 
 def test_not_safetensors(tmp_path):

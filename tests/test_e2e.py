@@ -108,8 +108,8 @@ def test_torchrun_two_processes_matches_one(tmp_path):
     one, two = history(tmp_path / "one")[-1], history(tmp_path / "two")[-1]
     assert one["val_top1"] > 0.6
     assert abs(one["val_top1"] - two["val_top1"]) <= 0.05  # 4 of the 80 val images
-    _, meta = artifact.load(tmp_path / "two" / "model.safetensors")
-    assert meta["metrics"]["val_top1"] == two["val_top1"]
+    _, card = artifact.load(tmp_path / "two" / "model.safetensors")
+    assert card.metrics["val_top1"] == two["val_top1"]
 
 
 def test_demo_runs_offline(tmp_path):

@@ -11,10 +11,13 @@ from click.testing import CliRunner
 from PIL import Image
 
 from slimfg import artifact, data, models
+from slimfg.card import ModelCard
 from slimfg.cli import main
+from slimfg.config import ExportConfig
 from slimfg.errors import SlimfgError
-from slimfg.exporters import EXPORTERS, ExportOptions, export, export_onnx
+from slimfg.exporters import EXPORTERS, export_onnx
 from slimfg.exporters.onnx import read_metadata
+from slimfg.pipeline import export_artifact as export
 from slimfg.runtime import Predictor, preprocess
 
 SAMPLE_IMAGES = sorted((data.SAMPLE / "val").glob("*/*.jpg"))[::8]  # one per class
@@ -25,13 +28,13 @@ def imagenet_lite0(tmp_path_factory):
     """Lite0 with its real ImageNet head (1000 classes) at 96 px: real, confident predictions."""
     path = tmp_path_factory.mktemp("lite0") / "lite0.safetensors"
     model = models.build("tf_efficientnet_lite0", 1000, "imagenet").eval()
-    meta = {
-        "arch": "tf_efficientnet_lite0",
-        "num_classes": 1000,
-        "classes": [f"imagenet-{i}" for i in range(1000)],
-        "preprocessing": models.preprocessing("tf_efficientnet_lite0", 96),
-    }
-    artifact.save(path, model, meta)
+    card = ModelCard(
+        arch="tf_efficientnet_lite0",
+        num_classes=1000,
+        classes=[f"imagenet-{i}" for i in range(1000)],
+        preprocessing=models.preprocessing("tf_efficientnet_lite0", 96),
+    )
+    artifact.save(path, model, card)
     return path
 
 
@@ -45,12 +48,9 @@ def lite0_onnx(imagenet_lite0):
 def test_onnx_export_verified_with_metadata(tmp_path):
     torch.manual_seed(0)
     model = models.build("resnet18", 4, "none").eval()
-    meta = {
-        "arch": "resnet18",
-        "classes": list("abcd"),
-        "preprocessing": models.preprocessing("resnet18", 48),
-    }
-    result = export_onnx(model, meta, tmp_path / "m.onnx", torch.randn(3, 3, 48, 48))
+    card = ModelCard(arch="resnet18", num_classes=4, classes=list("abcd"),
+                     preprocessing=models.preprocessing("resnet18", 48))  # fmt: skip
+    result = export_onnx(model, card, tmp_path / "m.onnx", torch.randn(3, 3, 48, 48))
     v = result.verification
     assert v["max_abs_diff"] <= 1e-4 * v["logit_range"] and v["top1_agreement"] == 1.0
     proto = onnx.load(tmp_path / "m.onnx")
@@ -64,7 +64,7 @@ def test_onnx_export_verified_with_metadata(tmp_path):
 
 
 def test_static_batch(imagenet_lite0, tmp_path):
-    result = export(str(imagenet_lite0), "onnx", str(tmp_path / "s.onnx"), ExportOptions(static_batch=4))
+    result = export(str(imagenet_lite0), "onnx", str(tmp_path / "s.onnx"), ExportConfig(static_batch=4))
     shape = onnx.load(result.path).graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_value for d in shape] == [4, 3, 96, 96]
 
@@ -76,16 +76,16 @@ def test_failed_verification_writes_nothing(tmp_path):
         def forward(self, x):
             return x.mean((2, 3)) + torch.rand_like(x.mean((2, 3)))
 
-    meta = {"arch": "x", "classes": ["a", "b", "c"], "preprocessing": {}}
+    card = ModelCard(arch="x", num_classes=3, classes=["a", "b", "c"], preprocessing={})
     with pytest.raises(SlimfgError, match="does not match PyTorch"):
-        export_onnx(Flaky(), meta, tmp_path / "m.onnx", torch.randn(4, 3, 8, 8))
+        export_onnx(Flaky(), card, tmp_path / "m.onnx", torch.randn(4, 3, 8, 8))
     assert list(tmp_path.iterdir()) == []
 
 
 def test_int8_export_verified(imagenet_lite0, lite0_onnx, tmp_path):
     out = tmp_path / "q.onnx"
     # ImageNet classes on flower photos are low-confidence calls, so int8 may flip a few.
-    options = ExportOptions(calib=str(data.SAMPLE), calib_images=64, min_agreement=0.75)
+    options = ExportConfig(calib=str(data.SAMPLE), calib_images=64, min_agreement=0.75)
     v = export(str(imagenet_lite0), "onnx-int8", str(out), options).verification
     assert v["top1_agreement"] >= 0.75 and v["calib_images"] == 64
     assert 0 <= v["val_top1"] <= 1 and v["reference"] == "onnx fp32"
@@ -170,14 +170,14 @@ def test_preprocess_matches_training_transform():
 
 
 def test_predictor_top5_matches_pytorch(imagenet_lite0, lite0_onnx):
-    model, meta = artifact.load(imagenet_lite0)
-    transform = data.transforms(meta["preprocessing"], train=False)
+    model, card = artifact.load(imagenet_lite0)
+    transform = data.transforms(card.preprocessing, train=False)
     x = torch.stack([transform(Image.open(p).convert("RGB")) for p in SAMPLE_IMAGES])
     with torch.no_grad():
         want = model.eval()(x).softmax(1).topk(5, dim=1)
     got = Predictor(lite0_onnx).predict_batch(SAMPLE_IMAGES, k=5)
     for row, idx, probs in zip(got, want.indices, want.values, strict=True):
-        assert [label for label, _ in row] == [meta["classes"][i] for i in idx]
+        assert [label for label, _ in row] == [card.classes[i] for i in idx]
         assert np.allclose([p for _, p in row], probs.numpy(), atol=1e-4)
 
 

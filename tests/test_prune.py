@@ -1,18 +1,27 @@
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
 from torch import nn
 
 from slimfg import artifact, attention, models
+from slimfg.card import ModelCard
+from slimfg.config import PruneConfig, TrainConfig
 from slimfg.errors import SlimfgError
-from slimfg.prune import count, prune, prune_model, stem_convs
+from slimfg.pipeline import prune_artifact
+from slimfg.pruning.graph import count, example_input, stem_convs
+from slimfg.pruning.importance import attention_taylor_scores
+from slimfg.pruning.pruner import drop_plan, prune
+from slimfg.pruning.repair import bn_input_stats, match_bn, refit
+from slimfg.train import train
 
 SIZE = 64
+X = example_input(SIZE)
 
 
 def attention_model(arch: str, classes: int = 5, seed: int = 0):
-    """A model with random weights and random `out` attention, folded, plus its metadata."""
+    """A model with random weights and random `out` attention, folded, plus its card."""
     torch.manual_seed(seed)
     model = attention.attach(models.build(arch, classes, "none"), "out")
     with torch.no_grad():
@@ -20,14 +29,23 @@ def attention_model(arch: str, classes: int = 5, seed: int = 0):
             p.uniform_(0.2, 1.5)
     scores = {k: v.tolist() for k, v in attention.scores(model).items()}
     attention.fold(model)
-    meta = {
-        "arch": arch,
-        "num_classes": classes,
-        "classes": [str(i) for i in range(classes)],
-        "preprocessing": {**models.preprocessing(arch, SIZE)},
-        "attention": {"mode": "out", "scores": scores},
-    }
-    return model.eval(), meta
+    card = ModelCard(
+        arch=arch,
+        num_classes=classes,
+        classes=[str(i) for i in range(classes)],
+        preprocessing=models.preprocessing(arch, SIZE),
+        attention={"mode": "out", "scores": scores},
+    )
+    return model.eval(), card
+
+
+def prune_model(model, card, keep, importance="attention", **options):
+    """`prune` with the card's attention scores, on a SIZE-px example input."""
+    return prune(model, X, keep=keep, importance=importance, scores=card.attention["scores"], **options)
+
+
+def prune_job(model: str, out: str, **options) -> dict:
+    return prune_artifact(PruneConfig(model=str(model), out=str(out), **options))
 
 
 ARCHS = [
@@ -44,99 +62,114 @@ ARCHS = [
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_prune_save_reload_identical(arch, tmp_path):
-    model, meta = attention_model(arch)
-    before = count(model, SIZE)
-    history = prune_model(model, meta, keep=0.5, keep_residual=0.5)  # half of every group
-    after = count(model, SIZE)
+    model, card = attention_model(arch)
+    before = count(model, X)
+    result = prune_model(model, card, keep=0.5, keep_residual=0.5)  # half of every group
+    after = count(model, X)
+    assert (result.before, result.after) == (before, after)
     assert after["params"] < 0.6 * before["params"] and after["macs"] < 0.6 * before["macs"]
     x = torch.randn(2, 3, SIZE, SIZE)
     with torch.no_grad():
         y = model(x)
     assert y.shape == (2, 5) and torch.isfinite(y).all()
     path = tmp_path / "p.safetensors"
-    artifact.save(path, model, {**meta, "pruning": {"keep": 0.5, "history": history}})
+    artifact.save(path, model, replace(card, pruning=result.record()))
     loaded, _ = artifact.load(path)
     with torch.no_grad():
         assert torch.equal(loaded(x), y)
 
 
 def test_keep_one_changes_nothing():
-    model, meta = attention_model("resnet18")
+    model, card = attention_model("resnet18")
     x = torch.randn(2, 3, SIZE, SIZE)
     with torch.no_grad():
         y = model(x)
-        assert prune_model(model, meta, keep=1.0) == []
+        assert prune_model(model, card, keep=1.0).history == []
         assert torch.equal(model(x), y)
 
 
 def test_attention_ranking_drops_the_lowest_channels():
     """In a residual-free layer, exactly the lowest-attention channels go."""
-    model, meta = attention_model("resnet18")
-    scores = torch.tensor(meta["attention"]["scores"]["layer1.0.conv1"])
+    model, card = attention_model("resnet18")
+    scores = torch.tensor(card.attention["scores"]["layer1.0.conv1"])
     expected_kept = sorted(torch.argsort(scores, descending=True)[:32].tolist())
     with torch.no_grad():  # tag each channel through the BN that follows the conv
         model.layer1[0].bn1.weight.copy_(torch.arange(64.0))
-    prune_model(model, meta, keep=0.5, round_to=None)
+    prune_model(model, card, keep=0.5, round_to=None)
     assert model.layer1[0].conv1.out_channels == 32
     assert model.layer1[0].bn1.weight.tolist() == [float(i) for i in expected_kept]
 
 
 def test_round_to_gives_multiples():
-    model, meta = attention_model("mobilenet_v3_large")
-    prune_model(model, meta, keep=0.6, round_to=8)
+    model, card = attention_model("mobilenet_v3_large")
+    prune_model(model, card, keep=0.6, round_to=8)
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.out_channels > 8]
     assert convs and all(m.out_channels % 8 == 0 for m in convs[1:])
 
 
 def test_protect_stem_leaves_the_stem_stage_unpruned():
-    model, meta = attention_model("tf_efficientnet_lite0")
+    model, card = attention_model("tf_efficientnet_lite0")
     names = {m: n for n, m in model.named_modules()}
-    stem = {names[m]: m.out_channels for m in stem_convs(model, SIZE)}
+    stem = {names[m]: m.out_channels for m in stem_convs(model, X)}
     # lite0: the stem, the first block, and the expansion conv that still runs at 1/2 resolution
     assert set(stem) == {"conv_stem", "blocks.0.0.conv_dw", "blocks.0.0.conv_pw", "blocks.1.0.conv_pw"}
-    prune_model(model, meta, keep=0.5, protect_stem=True)
+    prune_model(model, card, keep=0.5, protect_stem=True)
     assert {n: model.get_submodule(n).out_channels for n in stem} == stem
     assert model.blocks[2][0].conv_pw.out_channels < 240  # later stages are pruned
-    bare, meta = attention_model("tf_efficientnet_lite0")
-    prune_model(bare, meta, keep=0.5)  # default: the stem stage is pruned too
+    bare, card = attention_model("tf_efficientnet_lite0")
+    prune_model(bare, card, keep=0.5)  # default: the stem stage is pruned too
     assert bare.conv_stem.out_channels < stem["conv_stem"]
 
 
 @pytest.mark.parametrize("keep", [0.0, -0.1, 1.5])
 def test_bad_keep(keep):
-    model, meta = attention_model("resnet18")
+    model, card = attention_model("resnet18")
     with pytest.raises(SlimfgError, match="--keep must be in"):
-        prune_model(model, meta, keep=keep)
+        prune_model(model, card, keep=keep)
 
 
 def test_model_without_attention_points_to_magnitude(tmp_path):
     model = models.build("resnet18", 3, "none")
     path = tmp_path / "m.safetensors"
-    artifact.save(
-        path,
-        model,
-        {
-            "arch": "resnet18",
-            "num_classes": 3,
-            "preprocessing": models.preprocessing("resnet18", SIZE),
-            "attention": None,
-        },
-    )
+    card = ModelCard(arch="resnet18", num_classes=3, classes=["a", "b", "c"],
+                     preprocessing=models.preprocessing("resnet18", SIZE))  # fmt: skip
+    artifact.save(path, model, card)
     with pytest.raises(SlimfgError, match="--importance magnitude"):
-        prune(str(path), str(tmp_path / "out.safetensors"))
-    report = prune(str(path), str(tmp_path / "out.safetensors"), importance="magnitude", latency=False)
+        prune_job(path, tmp_path / "out.safetensors")
+    report = prune_job(path, tmp_path / "out.safetensors", importance="magnitude", latency=False)
     assert report["after"]["macs"] < 0.5 * report["before"]["macs"]
-    loaded, meta = artifact.load(tmp_path / "out.safetensors")
-    assert meta["pruning"]["importance"] == "magnitude"
-    report = prune(str(path), str(tmp_path / "k1.safetensors"), 1.0, "attention-taylor", latency=False)
+    loaded, card = artifact.load(tmp_path / "out.safetensors")
+    assert card.pruning["importance"] == "magnitude"
+    report = prune_job(
+        path, tmp_path / "k1.safetensors", keep=1.0, importance="attention-taylor", latency=False
+    )
     assert report["after"]["macs"] == report["before"]["macs"]  # keep 1 ranks nothing
 
 
-@pytest.mark.parametrize("importance", ["magnitude", "bn", "random"])
-def test_other_importances(importance):
-    model, meta = attention_model("resnet18")
-    prune_model(model, meta, keep=0.5, importance=importance)
-    assert count(model, SIZE)["params"] < 0.6 * 11_200_000
+def test_importances_keep_the_channels_they_rank_highest():
+    """On a layer where the rankings disagree, each importance keeps its own top channels:
+    attention keeps the high-attention half, bn the large-gamma half, magnitude the
+    channels whose weights are far the largest (layer1.0.conv1 -> bn1 -> conv2's inputs is a
+    residual-free group on resnet18)."""
+    model, card = attention_model("resnet18")
+    n = 64
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(1))
+    scale = ((1 + order.float()) / n) ** 6  # the top channels' weights dwarf the rest
+    with torch.no_grad():  # three independent orders: weight norm, BN gamma, attention
+        model.layer1[0].conv1.weight.mul_(scale[:, None, None, None])
+        model.layer1[0].conv2.weight.mul_(scale[None, :, None, None])
+        model.layer1[0].bn1.weight.copy_(1e-3 * torch.arange(n, 0, -1).float())
+    kept = {}
+    for importance in ("attention", "magnitude", "bn", "random"):
+        pruned = copy.deepcopy(model)
+        result = prune_model(pruned, card, keep=0.5, importance=importance, round_to=None)
+        kept[importance] = set(result.kept["layer1.0.conv1"].tolist())
+        assert len(kept[importance]) == 32
+    attention_top = torch.tensor(card.attention["scores"]["layer1.0.conv1"]).argsort(descending=True)[:32]
+    assert kept["attention"] == set(attention_top.tolist())
+    assert set(order.argsort(descending=True)[:16].tolist()) <= kept["magnitude"]
+    assert kept["bn"] == set(range(32))  # gamma falls with the index
+    assert len({frozenset(v) for v in kept.values()}) == 4  # four rankings, four different choices
 
 
 def test_prune_then_finetune_through_the_cli(tiny_data, tmp_path):
@@ -158,14 +191,14 @@ def test_prune_then_finetune_through_the_cli(tiny_data, tmp_path):
     assert result.exit_code == 0, result.output
     for row in ("macs", "val_top1", "latency_b1_s", "latency_b32_s"):
         assert row in result.output
-    model, meta = artifact.load(out)
-    report = meta["pruning"]["report"]
+    model, card = artifact.load(out)
+    report = card.pruning["report"]
     assert report["after"]["params"] < 0.5 * report["before"]["params"]
     assert report["after"]["latency_b32_s"] > 0
-    assert meta["pruning"]["history"] and meta["train"]["schedule"] == "ta"
-    assert meta["pruning"]["importance"] == "attention-taylor"  # the default when there is --data
-    assert meta["attention"]["mode"] == "out"  # the fine-tune's 'a' phase re-learned attention
-    assert count(model, 32)["params"] == report["after"]["params"]
+    assert card.pruning["history"] and card.train["schedule"] == "ta"
+    assert card.pruning["importance"] == "attention-taylor"  # the default when there is --data
+    assert card.attention["mode"] == "out"  # the fine-tune's 'a' phase re-learned attention
+    assert count(model, example_input(32))["params"] == report["after"]["params"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "data",
         "pruned.safetensors",
@@ -176,17 +209,15 @@ def test_prune_then_finetune_through_the_cli(tiny_data, tmp_path):
 
 def test_drop_plan_names_exactly_the_channels_prune_removes():
     """`drop_plan` (read from an unfolded, training-time model) agrees with `prune_model`."""
-    from slimfg.prune import drop_plan
-
     torch.manual_seed(0)
     live = attention.attach(models.build("tf_efficientnet_lite0", 5, "none"), "out")
     with torch.no_grad():
         for p in attention.parameters(live):
             p.uniform_(0.2, 1.5)
-    plan = drop_plan(live, keep=0.5, size=SIZE)
-    model, meta = attention_model("tf_efficientnet_lite0")  # same seed: same weights and attention
+    plan = drop_plan(live, 0.5, X)
+    model, card = attention_model("tf_efficientnet_lite0")  # same seed: same weights and attention
     widths = {n: m.out_channels for n, m in attention.convs(model).items()}
-    prune_model(model, meta, keep=0.5)
+    prune_model(model, card, keep=0.5)
     for name, conv in attention.convs(model).items():
         assert widths[name] - conv.out_channels == len(plan.get(name, [])), name
     assert "classifier" not in plan and plan["conv_stem"].numel() == widths["conv_stem"] // 2
@@ -202,25 +233,21 @@ def test_drop_plan_names_exactly_the_channels_prune_removes():
 def test_match_bn_restores_the_outputs_when_the_pruned_channels_are_silent():
     """Channels whose attention is 0 still feed a constant (BN's shift) to the next layer;
     `match_bn` puts it back, so pruning them leaves the outputs unchanged on new inputs."""
-    from slimfg.prune import bn_input_stats, drop_plan, match_bn
-
     torch.manual_seed(0)
     model = attention.attach(models.build("tf_efficientnet_lite0", 5, "none"), "out")
     with torch.no_grad():
         for p in attention.parameters(model):
             p.uniform_(0.5, 1.5)
-        for name, idx in drop_plan(model, keep=0.5, size=SIZE).items():
+        for name, idx in drop_plan(model, 0.5, X).items():
             attention.modules(model)[name].attention[idx] = 0.0
         for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
             bn.bias.uniform_(-1, 1)  # a nonzero constant for every silent channel
-    meta = {"preprocessing": {"size": SIZE}, "attention": {"scores": attention.scores(model)}}
-    meta["attention"]["scores"] = {k: v.tolist() for k, v in meta["attention"]["scores"].items()}
+    scores = attention.scores(model)
     attention.fold(model)
     x, x_new = torch.randn(8, 3, SIZE, SIZE), torch.randn(4, 3, SIZE, SIZE)
     with torch.no_grad():
         dense, y = bn_input_stats(model, x), model.eval()(x_new)
-    kept = {}
-    prune_model(model, meta, keep=0.5, kept=kept)
+    kept = prune(model, X, keep=0.5, importance="attention", scores=scores).kept
     with torch.no_grad():
         scale = y.abs().max()
         assert (model(x_new) - y).abs().max() > 0.05 * scale  # the lost constants matter
@@ -232,24 +259,13 @@ def test_bn_stats_modes_through_prune(tiny_data, tmp_path):
     """`--bn-stats match` and `recal` change the pruned model's BN statistics, `none`
     keeps the unpruned model's for every kept channel, `refit` keeps them too and
     changes the conv weights instead; a bad mode is a one-line error."""
-    from slimfg.config import TrainConfig
-    from slimfg.train import train
-
     cfg = TrainConfig(data=str(tiny_data), out=str(tmp_path / "run"), arch="resnet18", weights="none",
                       schedule="fa", image_size=32, batch_size=4, workers=0)  # fmt: skip
     dense = train(cfg)
     stats, convs = {}, {}
     for mode in ("none", "match", "recal", "refit"):
         out = tmp_path / f"{mode}.safetensors"
-        prune(
-            str(dense),
-            str(out),
-            keep=0.5,
-            data_dir=str(tiny_data),
-            latency=False,
-            bn_stats=mode,
-            bn_batches=2,
-        )
+        prune_job(dense, out, keep=0.5, data=str(tiny_data), latency=False, bn_stats=mode, bn_batches=2)
         model, _ = artifact.load(out)
         stats[mode] = model.layer1[0].bn2.running_mean  # its channels are tied to the stem's
         convs[mode] = model.layer1[0].conv2.weight
@@ -258,17 +274,13 @@ def test_bn_stats_modes_through_prune(tiny_data, tmp_path):
     assert not torch.equal(stats["match"], stats["none"]) and not torch.equal(stats["recal"], stats["none"])
     assert torch.equal(stats["refit"], stats["none"]) and not torch.equal(convs["refit"], convs["none"])
     with pytest.raises(SlimfgError, match="--bn-stats"):
-        prune(
-            str(dense), str(tmp_path / "x.safetensors"), keep=0.5, data_dir=str(tiny_data), bn_stats="bogus"
-        )
+        prune_job(dense, tmp_path / "x.safetensors", keep=0.5, data=str(tiny_data), bn_stats="bogus")
 
 
 def test_refit_recovers_the_unpruned_outputs():
     """`refit` solves each dense conv (k x k with stride and padding, 1 x 1 strided, with
     and without bias) and the Linear for the reference outputs: a copy whose weights were
     scrambled gets the reference's outputs back, on inputs it was not fitted on."""
-    from slimfg.prune import refit
-
     torch.manual_seed(0)
     dense = nn.Sequential(
         nn.Conv2d(3, 8, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
@@ -285,7 +297,7 @@ def test_refit_recovers_the_unpruned_outputs():
     with torch.no_grad():
         y, before = dense(x_new), model(x_new)
         assert (before - y).abs().max() > 0.1
-        done = refit(model, dense, {}, x, ridge=1e-9)
+        done = refit(model, dense, [x], {}, ridge=1e-9)
         assert done == ["0", "3", "5", "9"]
         assert torch.allclose(model(x_new), y, atol=1e-4)
 
@@ -293,17 +305,14 @@ def test_refit_recovers_the_unpruned_outputs():
 def test_refit_repairs_a_pruned_lite0():
     """After pruning half of every group, refitting lite0's 1 x 1 convs and classifier to
     the unpruned outputs cuts the output error on new inputs."""
-    from slimfg.prune import refit
-
-    model, meta = attention_model("tf_efficientnet_lite0")
+    model, card = attention_model("tf_efficientnet_lite0")
     dense = copy.deepcopy(model)
     x, x_new = torch.randn(32, 3, SIZE, SIZE), torch.randn(8, 3, SIZE, SIZE)
-    kept = {}
-    prune_model(model, meta, keep=0.5, kept=kept)
+    kept = prune_model(model, card, keep=0.5).kept
     with torch.no_grad():
         y = dense(x_new)
         error = (model(x_new) - y).pow(2).mean()
-        done = refit(model, dense, kept, x)
+        done = refit(model, dense, [(x, None)], kept)
         assert "conv_head" in done and "classifier" in done and "blocks.1.0.conv_pwl" in done
         assert not any("conv_dw" in name for name in done) and "conv_stem" not in done  # k x k, TF padding
         assert (model(x_new) - y).pow(2).mean() < 0.5 * error
@@ -313,8 +322,6 @@ def test_attention_taylor_scores_are_the_squared_gate_gradients():
     """Each filter's score is (d loss / d a)^2 at a = 1, summed over minibatches: checked
     against a central finite difference of the loss when that filter is scaled by 1 +- eps.
     The model comes back with its weights and plain Conv2d classes unchanged."""
-    from slimfg.prune import attention_taylor_scores
-
     torch.manual_seed(0)
     model = nn.Sequential(
         nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
@@ -322,7 +329,7 @@ def test_attention_taylor_scores_are_the_squared_gate_gradients():
     ).double().eval()  # fmt: skip
     x, y = torch.randn(8, 3, 8, 8, dtype=torch.float64), torch.randint(0, 3, (8,))
     weights = {k: v.clone() for k, v in model.state_dict().items()}
-    scores = attention_taylor_scores(model, x, y, batch=4)
+    scores = attention_taylor_scores(model, zip(x.split(4), y.split(4), strict=True))
     assert set(scores) == {model[0], model[3]} and type(model[0]) is nn.Conv2d
     assert model.state_dict().keys() == weights.keys()
     assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
@@ -347,38 +354,50 @@ def test_attention_taylor_scores_are_the_squared_gate_gradients():
 def test_keep_residual_sets_the_share_of_residual_groups():
     """resnet18: the channels a stage's blocks add to are one residual group (stem, conv2 of
     each block), the inner conv1 outputs are not; each gets its own keep."""
-    model, meta = attention_model("resnet18")
-    prune_model(model, meta, keep=0.5, keep_residual=1.0, round_to=None)
+    model, card = attention_model("resnet18")
+    prune_model(model, card, keep=0.5, keep_residual=1.0, round_to=None)
     assert model.conv1.out_channels == model.layer1[1].conv2.out_channels == 64  # residual: all kept
     assert model.layer1[0].conv1.out_channels == model.layer4[1].conv1.out_channels // 8 == 32
-    model, meta = attention_model("resnet18")
-    prune_model(model, meta, keep=0.5, round_to=None)  # default: residual groups lose half as much
+    model, card = attention_model("resnet18")
+    prune_model(model, card, keep=0.5, round_to=None)  # default: residual groups lose half as much
     assert model.conv1.out_channels == 48 and model.layer1[0].conv1.out_channels == 32
     with pytest.raises(SlimfgError, match="--keep-residual must be in"):
-        prune_model(model, meta, keep=0.5, keep_residual=1.5)
+        prune_model(model, card, keep=0.5, keep_residual=1.5)
 
 
-def test_gradient_importances_need_data_and_run_through_prune(tiny_data, tmp_path):
-    """taylor and attention-taylor read gradients on --calib-images training images: without
-    --data a one-line error; with it a pruned artifact that reloads to the same outputs."""
-    from slimfg.config import TrainConfig
-    from slimfg.train import train
-
-    model, meta = attention_model("resnet18")
+def test_gradient_importances_need_data_and_reload_exactly(tiny_data, tmp_path):
+    """taylor and attention-taylor read gradients on calibration batches: without them a
+    one-line error; with them the saved and reloaded artifact gives exactly the outputs of
+    the pruned model in memory, and the prune job records the ranking it used."""
+    model, card = attention_model("resnet18")
     for importance in ("taylor", "attention-taylor"):
         with pytest.raises(SlimfgError, match=f"--importance {importance} needs --data"):
-            prune_model(model, meta, keep=0.5, importance=importance)
+            prune_model(model, card, keep=0.5, importance=importance)
+    x = torch.randn(4, 3, SIZE, SIZE)
+    calib = [(torch.randn(8, 3, SIZE, SIZE), torch.randint(0, 5, (8,))) for _ in range(2)]
+    for importance in ("taylor", "attention-taylor"):
+        pruned, card = attention_model("resnet18")
+        result = prune(pruned, X, keep=0.5, importance=importance, calib=calib)
+        assert result.after["params"] < 0.6 * result.before["params"]
+        path = tmp_path / f"{importance}.safetensors"
+        artifact.save(path, pruned, replace(card, pruning=result.record()))
+        loaded, loaded_card = artifact.load(path)
+        assert (
+            loaded_card.pruning["importance"] == importance and loaded_card.pruning["keep_residual"] == 0.75
+        )
+        with torch.no_grad():
+            assert torch.equal(loaded(x), pruned.eval()(x))
     cfg = TrainConfig(data=str(tiny_data), out=str(tmp_path / "run"), arch="resnet18", weights="none",
                       schedule="fa", image_size=32, batch_size=4, workers=0)  # fmt: skip
     dense = train(cfg)
-    x = torch.randn(2, 3, 32, 32)
-    for importance in ("taylor", "attention-taylor"):
-        out = tmp_path / f"{importance}.safetensors"
-        report = prune(str(dense), str(out), keep=0.5, importance=importance, data_dir=str(tiny_data),
-                       latency=False, calib_images=8)  # fmt: skip
-        assert report["after"]["params"] < 0.6 * report["before"]["params"]
-        pruned, meta = artifact.load(out)
-        assert meta["pruning"]["importance"] == importance and meta["pruning"]["keep_residual"] == 0.75
-        again, _ = artifact.load(out)
-        with torch.no_grad():
-            assert torch.equal(pruned.eval()(x), again.eval()(x))
+    report = prune_job(
+        dense,
+        tmp_path / "job.safetensors",
+        keep=0.5,
+        importance="taylor",
+        data=str(tiny_data),
+        latency=False,
+        calib_images=8,
+    )
+    assert report["after"]["params"] < 0.6 * report["before"]["params"]
+    assert artifact.read_card(tmp_path / "job.safetensors").pruning["importance"] == "taylor"

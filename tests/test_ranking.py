@@ -5,6 +5,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from slimfg import artifact, models
+from slimfg.card import ModelCard
 from slimfg.cli import main
 from slimfg.errors import SlimfgError
 from slimfg.ranking import NEAR_ZERO, rank
@@ -12,10 +13,10 @@ from tests.test_prune import attention_model
 
 
 def test_rank_writes_json_and_plots(tmp_path):
-    model, meta = attention_model("resnet18")
-    meta["attention"]["scores"]["layer1.0.conv1"][:16] = [0.01] * 16  # 16 of 64 channels are noise
+    model, card = attention_model("resnet18")
+    card.attention["scores"]["layer1.0.conv1"][:16] = [0.01] * 16  # 16 of 64 channels are noise
     path = tmp_path / "m.safetensors"
-    artifact.save(path, model, meta)
+    artifact.save(path, model, card)
     result = rank(str(path), keep=0.5, out_dir=str(tmp_path / "r"))
     saved = json.loads((tmp_path / "r" / "ranking.json").read_text())
     layer = saved["layers"]["layer1.0.conv1"]
@@ -35,7 +36,12 @@ def test_rank_without_attention(tmp_path):
     artifact.save(
         path,
         models.build("resnet18", 3, "none"),
-        {"arch": "resnet18", "num_classes": 3, "preprocessing": models.preprocessing("resnet18", 64)},
+        ModelCard(
+            arch="resnet18",
+            num_classes=3,
+            classes=list("abc"),
+            preprocessing=models.preprocessing("resnet18", 64),
+        ),  # fmt: skip
     )
     with pytest.raises(SlimfgError, match="--importance magnitude"):
         rank(str(path))

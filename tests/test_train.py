@@ -7,9 +7,10 @@ from safetensors.torch import load_file
 
 from slimfg import artifact, attention, models
 from slimfg.config import TrainConfig
+from slimfg.engine import distill_loss, init_distributed, lr_scheduler
 from slimfg.errors import SlimfgError
 from slimfg.evaluate import evaluate_artifact
-from slimfg.train import distill_loss, init_distributed, lr_scheduler, set_phase, train
+from slimfg.train import set_phase, train
 
 
 def tiny_config(data, out, **kw) -> TrainConfig:
@@ -43,9 +44,9 @@ def test_train_writes_metrics_checkpoint_and_artifact(tiny_data, tmp_path):
     for key in ("loss", "train_acc", "val_top1", "val_top5", "images_per_s", "seconds", "trainable_params"):
         assert all(key in h for h in history)
     assert json.loads((out / "config.json").read_text())["schedule"] == "fab"
-    model, meta = artifact.load(path)
-    assert meta["arch"] == "resnet18" and meta["num_classes"] == 3 and meta["attention"]["mode"] == "out"
-    assert set(meta["attention"]["scores"]) == set(attention.convs(model))
+    model, card = artifact.load(path)
+    assert card.arch == "resnet18" and card.num_classes == 3 and card.attention["mode"] == "out"
+    assert set(card.attention["scores"]) == set(attention.convs(model))
     assert not attention.modules(model)  # stored folded
     # The artifact's accuracy on val is the trainer's last measurement.
     assert evaluate_artifact(str(path), str(tiny_data), workers=0)["top1"] == pytest.approx(
@@ -120,13 +121,13 @@ def test_distillation_pulls_the_student_toward_the_teacher(tiny_data, tmp_path):
 def test_prune_regulariser_pulls_the_planned_channels_to_zero(tiny_data, tmp_path):
     """`--reg prune` drives the attention of the channels pruning would cut toward 0 and
     leaves the others; without it the lowest half stays near its init of 1."""
-    from slimfg.prune import AttentionImportance  # noqa: F401  (torch-pruning is importable)
+    from slimfg.pruning.importance import AttentionImportance  # noqa: F401  (torch-pruning is importable)
 
     low = {}
     for name, kw in {"plain": {}, "prune": {"reg": "prune", "reg_lambda": 10.0, "reg_keep": 0.5}}.items():
         cfg = tiny_config(tiny_data, tmp_path / name, schedule="aaaaa", lr={"a": 0.1}, reg_round_to=1, **kw)
-        _, meta = artifact.load(train(cfg))
-        s = torch.tensor(meta["attention"]["scores"]["layer1.0.conv1"]).sort().values
+        _, card = artifact.load(train(cfg))
+        s = torch.tensor(card.attention["scores"]["layer1.0.conv1"]).sort().values
         low[name], high = s[:32].mean().item(), s[32:].mean().item()
     assert low["prune"] < 0.2 < 0.6 < low["plain"] and high > 0.6, (low, high)
 

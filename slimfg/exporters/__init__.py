@@ -1,70 +1,84 @@
-"""Exporters registry: format -> function(model, meta, out, options) -> ExportResult.
+"""Exporters registry: format -> function(model, card, out, inputs, config) -> ExportResult.
 
 ONNX is the hub: int8, TensorRT and OpenVINO all start from the verified ONNX graph.
 Optional runtimes (tensorrt, openvino) are imported lazily inside their exporter, so a
-missing one is a one-line error naming the extra to install. `export()` is the entry
-the CLI calls: it checks the inputs before any work and writes nothing on failure.
+missing one is a one-line error naming the extra to install. `export()` is the
+object-level entry (a model, its card, real images); `pipeline.export_artifact` wraps it
+for a saved artifact and dataset folders.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
 
+import torch
+from torch import nn
+
+from slimfg.card import ModelCard
+from slimfg.config import FORMAT_SUFFIX, ExportConfig
+from slimfg.data import batch_images
 from slimfg.errors import SlimfgError, unknown_name
-from slimfg.exporters.common import ExportResult, check_writable, real_images
+from slimfg.exporters.common import ExportInputs, ExportResult, check_writable
 from slimfg.exporters.onnx import export_onnx
 from slimfg.exporters.onnx_int8 import export_int8
 from slimfg.exporters.openvino import export_openvino
-from slimfg.exporters.trt import export_trt
+from slimfg.exporters.trt import export_trt, require_tensorrt
 
 log = logging.getLogger("slimfg")
 
 
-@dataclass
-class ExportOptions:
-    data: str | None = None  # real images to verify on (val split); the bundled sample if None
-    calib: str | None = None  # int8 calibration images (train split)
-    calib_images: int = 256
-    verify_images: int = 32
-    static_batch: int | None = None
-    fp16: bool = False  # trt
-    int8: bool = False  # trt
-    batch: tuple[int, int, int] = (1, 8, 32)  # trt optimisation profile (min, opt, max)
-    min_agreement: float = 0.9  # int8 / trt top-1 agreement below this fails the export
-
-
-def _onnx(model, meta, out: Path, options: ExportOptions) -> ExportResult:
-    x, _ = real_images(meta, options.data, max(options.verify_images, options.static_batch or 0))
-    return export_onnx(model, meta, out, x, options.static_batch)
+def _onnx(model, card, out: Path, inputs: ExportInputs, cfg: ExportConfig) -> ExportResult:
+    return export_onnx(model, card, out, inputs.verify, cfg.static_batch)
 
 
 EXPORTERS = {"onnx": _onnx, "onnx-int8": export_int8, "trt": export_trt, "openvino": export_openvino}
-SUFFIX = {"onnx": ".onnx", "onnx-int8": ".onnx", "trt": ".engine", "openvino": ".xml"}
+SUFFIX = FORMAT_SUFFIX
 
 
-def export(model_path: str, fmt: str, out: str, options: ExportOptions | None = None) -> ExportResult:
-    """Export the slimfg artifact at `model_path` to `fmt` at `out`, verified."""
-    from slimfg import artifact
+def uses_int8(fmt: str, cfg: ExportConfig) -> bool:
+    return fmt == "onnx-int8" or (fmt == "trt" and cfg.int8)
 
-    options = options or ExportOptions()
+
+def check_format(fmt: str, cfg: ExportConfig, has_calib: bool) -> None:
+    """One-line errors for what an export of `fmt` lacks, before any work."""
     if fmt not in EXPORTERS:
         raise unknown_name("format", fmt, list(EXPORTERS))
-    if fmt == "onnx-int8" and not options.calib:
+    if fmt == "onnx-int8" and not has_calib:
         raise SlimfgError("--format onnx-int8 needs --calib DATA (real images to calibrate on)")
     if fmt == "trt":
-        from slimfg.exporters.trt import require_tensorrt
-
         require_tensorrt()
-        if options.int8 and not options.calib:
+        if cfg.int8 and not has_calib:
             raise SlimfgError("--int8 needs --calib DATA (real images to calibrate on)")
-    out_path = check_writable(out)
-    model, meta = artifact.load(model_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    result = EXPORTERS[fmt](model, meta, out_path, options)
-    log.info("wrote %s (%s, %.1f MB)", result.path, fmt, result.bytes / 1e6)
+
+
+def export(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    format: str = "onnx",
+    example_inputs: torch.Tensor,
+    card: ModelCard,
+    calib: Iterable | torch.Tensor | None = None,
+    config: ExportConfig | None = None,
+) -> ExportResult:
+    """Export `model` to `format` at `path`, verified on `example_inputs` (real images).
+
+    `card` supplies the classes and preprocessing that travel in the file's metadata;
+    `calib` (images, or (images, labels) batches) calibrates the int8 formats.
+    """
+    cfg = config or ExportConfig()
+    calib_x = None
+    if calib is not None:
+        calib_x = calib if isinstance(calib, torch.Tensor) else batch_images(calib)
+    check_format(format, cfg, calib_x is not None)
+    out = check_writable(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    inputs = ExportInputs(verify=example_inputs, calib=calib_x)
+    result = EXPORTERS[format](model.eval(), card, out, inputs, cfg)
+    log.info("wrote %s (%s, %.1f MB)", result.path, format, result.bytes / 1e6)
     return result
 
 
-__all__ = ["EXPORTERS", "ExportOptions", "ExportResult", "export", "export_onnx"]
+__all__ = ["EXPORTERS", "SUFFIX", "ExportResult", "export", "export_onnx"]

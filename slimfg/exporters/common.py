@@ -1,10 +1,11 @@
-"""What every exporter shares: the result record, real images to verify on, ONNX Runtime
-helpers and the checks that run before anything is written."""
+"""What every exporter shares: the result record, the real images it verifies and
+calibrates on, ONNX Runtime helpers and the checks that run before anything is written."""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -12,7 +13,12 @@ import numpy as np
 import torch
 from torch.utils.data import Subset
 
+from slimfg import data
+from slimfg.card import ModelCard
+from slimfg.config import ExportConfig
 from slimfg.errors import SlimfgError
+from slimfg.io import write_text
+from slimfg.runtime import session_options
 
 
 @dataclass
@@ -39,29 +45,47 @@ def check_writable(path: str | Path) -> Path:
     return path
 
 
-def real_images(meta: dict, data_dir: str | None, n: int = 32, split: str = "val", seed: int = 0):
+@dataclass
+class ExportInputs:
+    """The real images an export needs: `verify` to check it against its reference,
+    `calib` to calibrate int8, `evaluate` (a callable giving (images, labels) numpy
+    batches) to report int8's accuracy next to fp32's."""
+
+    verify: torch.Tensor
+    calib: torch.Tensor | None = None
+    evaluate: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]] | None = None
+
+
+def inputs_from_data(card: ModelCard, cfg: ExportConfig, int8: bool) -> ExportInputs:
+    """ExportInputs read from the dataset folders of `cfg` (val images verify, train images
+    calibrate); `int8` exports also verify and evaluate on --calib when --data is absent."""
+    verify_dir = cfg.data or (cfg.calib if int8 else None)
+    inputs = ExportInputs(real_images(card, verify_dir, max(cfg.verify_images, cfg.static_batch or 0))[0])
+    if int8 and cfg.calib:
+        inputs.calib = real_images(card, cfg.calib, cfg.calib_images, split="train")[0]
+        inputs.evaluate = lambda: eval_batches(card, verify_dir)
+    return inputs
+
+
+def real_images(card: ModelCard, data_dir: str | None, n: int = 32, split: str = "val", seed: int = 0):
     """`n` preprocessed images (and labels) of DATA's `split`, spread over the whole split;
     the bundled sample when no DATA is given. Returns (x, y) tensors."""
-    from slimfg import data
-
     splits = data.load(str(data_dir or data.SAMPLE))
     dataset = {"val": splits.val, "train": splits.train}[split] or splits.train
     if dataset is None or len(dataset) == 0:
         raise SlimfgError(f"{data_dir} has no images to verify or calibrate with")
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n]
-    loader = data.loader(Subset(dataset, order.tolist()), meta["preprocessing"], False, 64, 0)
+    loader = data.loader(Subset(dataset, order.tolist()), card.preprocessing, False, 64, 0)
     xs, ys = zip(*[(x, y) for x, y, _ in loader if x is not None], strict=True)
     return torch.cat(xs), torch.cat(ys)
 
 
-def eval_batches(meta: dict, data_dir: str, batch_size: int = 64, workers: int = 2):
+def eval_batches(card: ModelCard, data_dir: str, batch_size: int = 64, workers: int = 2):
     """(images, labels) numpy batches of DATA's val split with the model's preprocessing."""
-    from slimfg import data
-
     splits = data.load(str(data_dir))
     if splits.val is None:
         raise SlimfgError(f"{data_dir} has no val/ split to measure accuracy on")
-    for x, y, _ in data.loader(splits.val, meta["preprocessing"], False, batch_size, workers):
+    for x, y, _ in data.loader(splits.val, card.preprocessing, False, batch_size, workers):
         if x is not None:
             yield x.numpy(), y.numpy()
 
@@ -89,8 +113,6 @@ def ort_runner(path: str | Path, threads: int | None = None):
     """numpy batch -> logits through an ONNX Runtime CPU session (see runtime.session_options)."""
     import onnxruntime as ort
 
-    from slimfg.runtime import session_options
-
     session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return lambda x: session.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
@@ -102,8 +124,6 @@ def sidecar(path: Path) -> Path:
 
 
 def write_sidecar(path: Path, meta_props: dict, result: ExportResult) -> None:
-    from slimfg.artifact import write_text
-
     doc = {**{k: _maybe_json(v) for k, v in meta_props.items()}, "export": result.to_json()}
     write_text(sidecar(path), json.dumps(doc, indent=2) + "\n")
 

@@ -15,10 +15,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-import slimfg
-from slimfg.artifact import atomic_path
+from slimfg import __version__
+from slimfg.card import ModelCard
 from slimfg.errors import SlimfgError
 from slimfg.exporters.common import ExportResult, compare, ort_runner
+from slimfg.io import atomic_path
 
 log = logging.getLogger("slimfg")
 # The dynamo exporter emits opset 18 natively; asking it for 17 goes through the ONNX
@@ -29,18 +30,18 @@ OPSET = 18
 RTOL = 1e-4
 
 
-def onnx_metadata(meta: dict) -> dict[str, str]:
-    pruning = meta.get("pruning") or {}
+def onnx_metadata(card: ModelCard) -> dict[str, str]:
+    pruning = card.pruning or {}
     report = pruning.get("report") or {}
     summary = {k: pruning[k] for k in ("keep", "importance", "round_to") if k in pruning}
     for key in ("params", "macs"):
         if key in report.get("after", {}):
             summary[f"{key}_ratio"] = round(report["after"][key] / report["before"][key], 4)
     return {
-        "slimfg_version": slimfg.__version__,
-        "arch": meta["arch"],
-        "classes": json.dumps(meta["classes"]),
-        "preprocessing": json.dumps(meta["preprocessing"]),
+        "slimfg_version": __version__,
+        "arch": card.arch,
+        "classes": json.dumps(card.classes),
+        "preprocessing": json.dumps(card.preprocessing),
         "pruning": json.dumps(summary),
     }
 
@@ -58,7 +59,7 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
 
 
-def to_proto(model: nn.Module, meta: dict, inputs: torch.Tensor, static_batch: int | None = None):
+def to_proto(model: nn.Module, card: ModelCard, inputs: torch.Tensor, static_batch: int | None = None):
     """The simplified, checked ONNX graph of `model` (dynamic batch unless `static_batch`)."""
     import onnx
     import onnxslim
@@ -79,24 +80,22 @@ def to_proto(model: nn.Module, meta: dict, inputs: torch.Tensor, static_batch: i
                 verbose=False,
             )
         except Exception as e:  # torch.export refuses the model: report, do not write
-            raise SlimfgError(
-                f"cannot export {meta['arch']} to ONNX: {str(e).splitlines()[0][:200]}"
-            ) from None
+            raise SlimfgError(f"cannot export {card.arch} to ONNX: {str(e).splitlines()[0][:200]}") from None
     proto = onnxslim.slim(program.model_proto)
-    set_metadata(proto, onnx_metadata(meta))
+    set_metadata(proto, onnx_metadata(card))
     onnx.checker.check_model(proto, full_check=True)
     return proto
 
 
 def export_onnx(
-    model: nn.Module, meta: dict, path: str | Path, inputs: torch.Tensor, static_batch: int | None = None
+    model: nn.Module, card: ModelCard, path: str | Path, inputs: torch.Tensor, static_batch: int | None = None
 ) -> ExportResult:
     """Export, simplify with onnxslim, check, and compare with PyTorch on `inputs` (real
     images); the numbers are stored in the file's metadata under `verification`."""
     import onnx
 
     path = Path(path)
-    proto = to_proto(model, meta, inputs, static_batch)
+    proto = to_proto(model, card, inputs, static_batch)
     if static_batch:
         inputs = inputs[:static_batch]
         if len(inputs) < static_batch:

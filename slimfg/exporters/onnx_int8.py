@@ -15,10 +15,12 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from slimfg.artifact import atomic_path
+from slimfg.card import ModelCard
+from slimfg.config import ExportConfig
 from slimfg.errors import SlimfgError
-from slimfg.exporters.common import ExportResult, accuracy, compare, eval_batches, ort_runner, real_images
+from slimfg.exporters.common import ExportInputs, ExportResult, accuracy, compare, ort_runner
 from slimfg.exporters.onnx import export_onnx, read_metadata, set_metadata
+from slimfg.io import atomic_path
 
 log = logging.getLogger("slimfg")
 
@@ -57,16 +59,16 @@ def quantize(fp32: Path, out: Path, calib: np.ndarray, batch: int = 16) -> None:
     prep.unlink()
 
 
-def export_int8(model: nn.Module, meta: dict, out: Path, options) -> ExportResult:
+def export_int8(model: nn.Module, card: ModelCard, out: Path, inputs: ExportInputs,
+                cfg: ExportConfig) -> ExportResult:  # fmt: skip
     import onnx
 
-    if not options.calib:
+    if inputs.calib is None:
         raise SlimfgError("--format onnx-int8 needs --calib DATA (real images to calibrate on)")
-    calib_x, _ = real_images(meta, options.calib, options.calib_images, split="train")
-    verify_x, _ = real_images(meta, options.data or options.calib, options.verify_images)
+    calib_x, verify_x = inputs.calib, inputs.verify[: cfg.verify_images]
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
-        export_onnx(model, meta, fp32, verify_x)
+        export_onnx(model, card, fp32, verify_x)
         with atomic_path(out) as tmp_out:
             quantize(fp32, Path(tmp) / "int8.onnx", calib_x.numpy())
             proto = onnx.load(str(Path(tmp) / "int8.onnx"))
@@ -75,17 +77,17 @@ def export_int8(model: nn.Module, meta: dict, out: Path, options) -> ExportResul
             check = compare(run_int8(verify_x.numpy()), run_fp32(verify_x.numpy()))
             check["reference"] = "onnx fp32"
             check["calib_images"] = len(calib_x)
-            eval_dir = options.data or options.calib
-            check["val_top1_fp32"] = accuracy(run_fp32, eval_batches(meta, eval_dir))["top1"]
-            check["val_top1"] = accuracy(run_int8, eval_batches(meta, eval_dir))["top1"]
-            log.info(
-                "int8: top-1 agreement with fp32 %.1f%%, val top-1 %.4f (fp32 %.4f)",
-                100 * check["top1_agreement"], check["val_top1"], check["val_top1_fp32"],
-            )  # fmt: skip
-            if check["top1_agreement"] < options.min_agreement:
+            if inputs.evaluate is not None:
+                check["val_top1_fp32"] = accuracy(run_fp32, inputs.evaluate())["top1"]
+                check["val_top1"] = accuracy(run_int8, inputs.evaluate())["top1"]
+                log.info(
+                    "int8: top-1 agreement with fp32 %.1f%%, val top-1 %.4f (fp32 %.4f)",
+                    100 * check["top1_agreement"], check["val_top1"], check["val_top1_fp32"],
+                )  # fmt: skip
+            if check["top1_agreement"] < cfg.min_agreement:
                 raise SlimfgError(
                     f"int8 model agrees with fp32 on only {check['top1_agreement']:.1%} of images "
-                    f"(< {options.min_agreement:.0%}); calibrate on more images (--calib-images)"
+                    f"(< {cfg.min_agreement:.0%}); calibrate on more images (--calib-images)"
                 )
             props = read_metadata(fp32)
             scheme = {"format": "QDQ", "activations": "uint8", "weights": "int8 per-channel"}

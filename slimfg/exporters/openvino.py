@@ -9,8 +9,10 @@ from pathlib import Path
 
 from torch import nn
 
+from slimfg.card import ModelCard
+from slimfg.config import ExportConfig
 from slimfg.errors import SlimfgError
-from slimfg.exporters.common import ExportResult, compare, ort_runner, real_images, write_sidecar
+from slimfg.exporters.common import ExportInputs, ExportResult, compare, ort_runner, write_sidecar
 from slimfg.exporters.onnx import RTOL, export_onnx, read_metadata
 
 
@@ -30,17 +32,18 @@ def openvino_runner(xml: str | Path, threads: int | None = None, precision: str 
     return lambda x: compiled(x)[0]
 
 
-def export_openvino(model: nn.Module, meta: dict, out: Path, options) -> ExportResult:
+def export_openvino(model: nn.Module, card: ModelCard, out: Path, inputs: ExportInputs,
+                    cfg: ExportConfig) -> ExportResult:  # fmt: skip
     try:
         import openvino as ov
     except ImportError:
         raise SlimfgError("--format openvino needs OpenVINO: pip install 'slimfg[openvino]'") from None
     if out.suffix != ".xml":
         raise SlimfgError(f"OpenVINO IR path must end in .xml (the .bin goes beside it), got {out}")
-    x, _ = real_images(meta, options.data, options.verify_images)
+    x = inputs.verify[: cfg.verify_images]
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         onnx_path = Path(tmp) / "model.onnx"
-        export_onnx(model, meta, onnx_path, x)
+        export_onnx(model, card, onnx_path, x)
         xml = Path(tmp) / out.name
         ov.save_model(ov.convert_model(str(onnx_path)), str(xml), compress_to_fp16=False)
         check = compare(openvino_runner(xml)(x.numpy()), ort_runner(onnx_path)(x.numpy()))

@@ -18,10 +18,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from slimfg.artifact import atomic_path
+from slimfg.card import ModelCard
+from slimfg.config import ExportConfig
 from slimfg.errors import SlimfgError
-from slimfg.exporters.common import ExportResult, compare, ort_runner, real_images, write_sidecar
+from slimfg.exporters.common import ExportInputs, ExportResult, compare, ort_runner, write_sidecar
 from slimfg.exporters.onnx import export_onnx, read_metadata
+from slimfg.exporters.onnx_int8 import export_int8
+from slimfg.io import atomic_path
 
 INSTALL = "pip install 'slimfg[trt]' on a machine with an NVIDIA GPU and CUDA"
 
@@ -101,26 +104,24 @@ def trt_runner(engine_bytes: bytes):
     return run
 
 
-def export_trt(model: nn.Module, meta: dict, out: Path, options) -> ExportResult:
+def export_trt(model: nn.Module, card: ModelCard, out: Path, inputs: ExportInputs,
+               cfg: ExportConfig) -> ExportResult:  # fmt: skip
     trt = require_tensorrt()
-    from slimfg.exporters.onnx_int8 import export_int8
-
-    size = meta["preprocessing"]["size"]
-    x, _ = real_images(meta, options.data, options.verify_images)
+    x = inputs.verify[: cfg.verify_images]
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         fp32 = Path(tmp) / "model.onnx"
-        export_onnx(model, meta, fp32, x)
+        export_onnx(model, card, fp32, x)
         source, typed = fp32, False
-        if options.int8:
+        if cfg.int8:
             source, typed = Path(tmp) / "int8.onnx", True
-            export_int8(model, meta, source, options)
-        elif options.fp16 and int(trt.__version__.split(".")[0]) >= 11:
+            export_int8(model, card, source, inputs, cfg)
+        elif cfg.fp16 and int(trt.__version__.split(".")[0]) >= 11:
             source, typed = to_mixed_precision(fp32), True
-        engine = build_engine(trt, source, size, options.batch, options.fp16, typed)
+        engine = build_engine(trt, source, card.size, cfg.batch, cfg.fp16, typed)
         check = compare(trt_runner(engine)(x.numpy()), ort_runner(fp32)(x.numpy()))
         check["reference"] = "onnxruntime fp32"
-        check["precision"] = "int8" if options.int8 else "fp16" if options.fp16 else "fp32"
-        if check["top1_agreement"] < options.min_agreement:
+        check["precision"] = "int8" if cfg.int8 else "fp16" if cfg.fp16 else "fp32"
+        if check["top1_agreement"] < cfg.min_agreement:
             raise SlimfgError(
                 f"TensorRT engine agrees with ONNX Runtime on only {check['top1_agreement']:.1%}"
             )

@@ -1,0 +1,202 @@
+"""Path-based jobs the CLI runs, built from the stages: prune + repair + fine-tune a saved
+model (`prune_artifact`), export one (`export_artifact`), and the offline `demo`.
+
+Each job reads artifacts and dataset folders, calls the object-level stages
+(`pruning.pruner.prune`, `pruning.repair`, `train.train`, `exporters.export`) and
+writes artifacts atomically.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from slimfg import artifact, data
+from slimfg.bench import available_formats, paired_latency, table
+from slimfg.bench import bench as run_bench
+from slimfg.card import ModelCard
+from slimfg.config import ATTENTION_PHASES, DEFAULT_LR, ExportConfig, PruneConfig, TrainConfig
+from slimfg.errors import SlimfgError
+from slimfg.evaluate import evaluate_model
+from slimfg.exporters import EXPORTERS, SUFFIX, check_format, uses_int8
+from slimfg.exporters.common import ExportResult, check_writable, inputs_from_data
+from slimfg.exporters.onnx import export_onnx
+from slimfg.pruning.graph import count, example_input, weights_bytes
+from slimfg.pruning.importance import GRADIENT_IMPORTANCES, card_scores
+from slimfg.pruning.pruner import prune
+from slimfg.pruning.repair import bn_input_stats, match_bn, recalibrate_bn, refit
+from slimfg.train import train
+
+log = logging.getLogger("slimfg")
+
+
+def calib_batches(dataset, pre: dict, n: int, batch: int = 32) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The first `n` readable images of `dataset` (unaugmented) as (images, labels) batches."""
+    batches, seen = [], 0
+    for x, y, _ in data.loader(dataset, pre, False, batch, 2):
+        if x is None:
+            continue
+        take = min(len(x), n - seen)
+        batches.append((x[:take], y[:take]))
+        seen += take
+        if seen >= n:
+            break
+    return batches
+
+
+def ort_latency(dense: nn.Module, pruned: nn.Module, card: ModelCard) -> dict:
+    """ONNX Runtime CPU latency (median seconds) at batch 1 and 32, paired runs."""
+    x = torch.randn(2, 3, card.size, card.size)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = {"dense": Path(tmp) / "dense.onnx", "pruned": Path(tmp) / "pruned.onnx"}
+        export_onnx(dense, replace(card, pruning=None), paths["dense"], x)
+        export_onnx(pruned, card, paths["pruned"], x)
+        return {
+            "latency_b1_s": paired_latency(paths, 1, card.size, rounds=30),
+            "latency_b32_s": paired_latency(paths, 32, card.size, rounds=6),
+        }
+
+
+def prune_artifact(cfg: PruneConfig) -> dict:
+    """Prune the artifact `cfg.model`, repair it, optionally fine-tune it on `cfg.data`,
+    save it to `cfg.out`; returns the report (before / after / pruned_val_top1).
+
+    `cfg.importance` None picks `attention-taylor` when there is data to take gradients
+    on, else `attention` (docs/method.md).
+    """
+    cfg.validate()  # before the slow evaluation below
+    out = Path(cfg.out)
+    importance = cfg.importance or ("attention-taylor" if cfg.data else "attention")
+    model, card = artifact.load(cfg.model)
+    if card.pruning:
+        raise SlimfgError(f"{cfg.model} is already pruned; prune the unpruned model instead")
+    x0 = example_input(card.size)
+    if importance == "attention":
+        card_scores(model, card)  # one-line error for a model trained without attention
+    train_split = data.load(cfg.data).train if cfg.data else None  # indexed once
+
+    def measure(m: nn.Module, m_card: ModelCard) -> dict:
+        result = {**count(m, x0), "weights_bytes": weights_bytes(m)}
+        if cfg.data:
+            result["val_top1"] = evaluate_model(m, m_card, cfg.data)["top1"]
+        return result
+
+    before = measure(model, card)
+    dense_stats, dense_model, calib = None, None, None
+    gradients = importance in GRADIENT_IMPORTANCES
+    if cfg.data and cfg.keep < 1.0 and (gradients or cfg.bn_stats in ("match", "refit")):
+        calib = calib_batches(train_split, card.preprocessing, cfg.calib_images)
+        if cfg.bn_stats == "match":
+            dense_stats = bn_input_stats(model, data.batch_images(calib))
+        elif cfg.bn_stats == "refit":
+            dense_model = copy.deepcopy(model)
+    t0 = time.perf_counter()
+    result = prune(
+        model, x0, keep=cfg.keep, importance=importance, calib=calib if gradients else None,
+        keep_residual=cfg.keep_residual, round_to=cfg.round_to, global_pruning=cfg.global_pruning,
+        protect_stem=cfg.protect_stem, scores=(card.attention or {}).get("scores"),
+    )  # fmt: skip
+    card = replace(card, pruning=result.record())
+    log.info("pruned with %s importance in %.1f s", importance, time.perf_counter() - t0)
+    if dense_stats is not None:
+        match_bn(model, dense_stats, result.kept, data.batch_images(calib))
+    elif dense_model is not None:
+        t0 = time.perf_counter()
+        done = refit(model, dense_model, calib, result.kept)
+        log.info("refitted %d layers in %.1f s", len(done), time.perf_counter() - t0)
+    elif cfg.data and cfg.bn_stats == "recal" and cfg.bn_batches and cfg.keep < 1.0:
+        loader = data.loader(train_split, card.preprocessing, True, 32, 2)
+        recalibrate_bn(model, itertools.islice(loader, cfg.bn_batches))
+    pruned_val_top1 = None
+    if cfg.data and cfg.finetune:  # what fine-tuning starts from
+        pruned_val_top1 = evaluate_model(model, card, cfg.data)["top1"]
+        log.info("val top-1 after pruning, before fine-tuning: %.4f", pruned_val_top1)
+    if cfg.finetune:
+        model, card = _finetune(model, card, cfg)
+    after = measure(model, card)
+    if cfg.latency:
+        dense, _ = artifact.load(cfg.model)
+        for key, value in ort_latency(dense, model, card).items():
+            before[key], after[key] = value["dense"]["median_s"], value["pruned"]["median_s"]
+    report = {"before": before, "after": after, "pruned_val_top1": pruned_val_top1}
+    card.pruning = {**card.pruning, "report": report}
+    artifact.save(out, model, card)
+    for key in ("params", "macs"):
+        log.info("%s: %d -> %d (%.3fx)", key, before[key], after[key], after[key] / before[key])
+    if cfg.data:
+        log.info("val top-1: %.4f -> %.4f", before["val_top1"], after["val_top1"])
+    return report
+
+
+def _finetune(model: nn.Module, card: ModelCard, cfg: PruneConfig) -> tuple[nn.Module, ModelCard]:
+    """Fine-tune the pruned model with the phase trainer (a run folder next to --out)."""
+    out = Path(cfg.out)
+    run = out.with_name(out.stem + "_finetune")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        pruned = Path(tmp) / "pruned.safetensors"
+        artifact.save(pruned, model, card)
+        mode = "out" if set(ATTENTION_PHASES) & set(cfg.finetune) else "none"
+        teacher = cfg.teacher or (str(cfg.model) if cfg.distill else None)
+        train_cfg = TrainConfig(
+            data=cfg.data, out=str(run), arch=card.arch, weights=str(pruned), schedule=cfg.finetune,
+            attention=mode, image_size=card.size, batch_size=cfg.batch_size, workers=cfg.workers,
+            seed=cfg.seed, lr=cfg.lr, lr_decay=cfg.lr_decay, warmup=cfg.warmup, crop_scale=cfg.crop_scale,
+            distill=cfg.distill, teacher=teacher,
+        )  # fmt: skip
+        return artifact.load(train(train_cfg))
+
+
+def export_artifact(model_path: str, fmt: str, out: str, cfg: ExportConfig | None = None) -> ExportResult:
+    """Export the slimfg artifact at `model_path` to `fmt` at `out`, verified on real
+    images of `cfg.data` (the bundled sample by default); writes nothing on failure."""
+    cfg = cfg or ExportConfig()
+    check_format(fmt, cfg, bool(cfg.calib))
+    int8 = uses_int8(fmt, cfg)
+    out_path = check_writable(out)
+    model, card = artifact.load(model_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    result = EXPORTERS[fmt](model, card, out_path, inputs_from_data(card, cfg, int8), cfg)
+    log.info("wrote %s (%s, %.1f MB)", result.path, fmt, result.bytes / 1e6)
+    return result
+
+
+def default_export_path(model_path: str, fmt: str) -> str:
+    """Next to the model: .onnx, _int8.onnx, .engine or .xml."""
+    return str(Path(model_path).with_suffix("")) + ("_int8" if fmt == "onnx-int8" else "") + SUFFIX[fmt]
+
+
+def demo(out: str = "runs/demo", schedule: str = "faaa", image_size: int = 128, keep: float = 0.6,
+         rounds: int = 10, echo=print) -> None:  # fmt: skip
+    """Offline demo on the bundled Flowers sample with the bundled lite0 ImageNet weights:
+    train with attention -> prune + fine-tune -> export ONNX and int8 -> bench."""
+    run = Path(out)
+    if (run / "config.json").is_file():
+        shutil.rmtree(run)
+    sample = str(data.SAMPLE)
+    echo(f"[1/4] train lite0 ({schedule}) on the bundled sample: {sample}")
+    dense = train(TrainConfig(data=sample, out=out, schedule=schedule, image_size=image_size))
+    echo(f"[2/4] prune to keep {keep} and fine-tune two epochs (distilled from the dense model)")
+    pruned = run / "pruned.safetensors"
+    prune_artifact(PruneConfig(model=str(dense), out=str(pruned), keep=keep, data=sample, finetune="tt",
+                               lr={**DEFAULT_LR, "t": 1e-3}, distill=0.5, latency=False))  # fmt: skip
+    echo("[3/4] export the pruned model to ONNX and ONNX Runtime int8, verified")
+    for fmt, path in (("onnx", run / "pruned.onnx"), ("onnx-int8", run / "pruned_int8.onnx")):
+        # min_agreement 0: the demo reports int8's agreement with fp32 instead of failing on it
+        export_cfg = ExportConfig(data=sample, calib=sample, min_agreement=0.0)
+        v = export_artifact(str(pruned), fmt, str(path), export_cfg).verification
+        echo(f"      {path}: top-1 agreement {v['top1_agreement']:.0%} with {v['reference']}")
+    echo("[4/4] bench dense vs pruned x formats (top-1 on the sample's val split)")
+    formats = [f for f in ("onnx", "onnx-int8", "openvino") if f in available_formats()]
+    rows = run_bench([str(dense), str(pruned)], formats, sample, str(run / "bench"), rounds)
+    echo(table(rows))
+    echo(f"demo: wrote {dense}, {pruned}, ONNX files and {run / 'bench'}/bench.json + bench.png")

@@ -1,0 +1,186 @@
+"""Repair after the cut, before fine-tuning: put back what the removed channels fed the
+layers after them.
+
+`refit` (the default) re-solves each dense conv and Linear by least squares so that it
+reproduces the unpruned model's outputs; `match_bn` restores each BatchNorm's input
+moments; `recalibrate_bn` re-estimates BatchNorm statistics from scratch.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from slimfg.data import batch_images
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, batches: Iterable) -> None:
+    """Re-estimate BatchNorm running statistics on `batches` ((images, ...) tuples).
+
+    Removing a conv's input channels shifts its output distribution, so the next BN's
+    stored mean/variance no longer match; forward passes (no gradients, no weight
+    change) fix that before fine-tuning.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over the calibration batches
+    model.eval()
+    for bn in bns:
+        bn.train()
+    for x, *_ in batches:
+        if x is not None:
+            model(x)
+    model.eval()
+
+
+def _hooks(model: nn.Module, on_bn, on_linear) -> list:
+    """Pre-hooks on every BatchNorm (sees its input), hooks on every Linear (its output)."""
+    hooks = []
+    for name, m in model.named_modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            hooks.append(m.register_forward_pre_hook(functools.partial(on_bn, name)))
+        elif isinstance(m, nn.Linear):
+            hooks.append(m.register_forward_hook(functools.partial(on_linear, name)))
+    return hooks
+
+
+def _run(model: nn.Module, x: torch.Tensor, hooks: list) -> None:
+    try:
+        model.eval()(x)
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+@torch.no_grad()
+def bn_input_stats(model: nn.Module, x: torch.Tensor) -> dict[str, tuple[torch.Tensor, ...]]:
+    """On `x` (eval mode): per-channel mean and variance of every BatchNorm's input, and
+    the mean output of every Linear layer."""
+    stats = {}
+
+    def on_bn(name, _bn, inputs):
+        stats[name] = (inputs[0].mean((0, 2, 3)), inputs[0].var((0, 2, 3)))
+
+    def on_linear(name, _fc, _inputs, output):
+        stats[name] = (output.flatten(0, -2).mean(0),)
+
+    _run(model, x, _hooks(model, on_bn, on_linear))
+    return stats
+
+
+@torch.no_grad()
+def match_bn(model: nn.Module, dense: dict, kept: dict, x: torch.Tensor) -> None:
+    """Shift and scale every BN's running statistics so that, on `x`, each kept channel
+    leaves the BN as it did in the unpruned model (`dense` = `bn_input_stats` before),
+    and shift the bias of every unpruned Linear (the classifier) back to its mean output.
+
+    Pruning a channel whose attention is ~0 removes a constant from the next layer's
+    input (BN maps a silent channel to beta - gamma * mean / std): this puts the
+    constant back exactly. Unlike `recalibrate_bn` it keeps the statistics the rest of
+    the network was trained with. One forward pass; each layer is corrected before the
+    layers after it run, so downstream corrections see corrected inputs.
+    """
+
+    def on_bn(name, bn, inputs):
+        mean_d, var_d = dense[name]
+        if name in kept:
+            mean_d, var_d = mean_d[kept[name]], var_d[kept[name]]
+        mean_p, var_p = inputs[0].mean((0, 2, 3)), inputs[0].var((0, 2, 3))
+        bn.running_mean += mean_p - mean_d
+        bn.running_var *= (var_p + bn.eps) / (var_d + bn.eps)
+
+    def on_linear(name, fc, _inputs, output):
+        mean_d = dense[name][0]
+        if fc.bias is not None and mean_d.shape[0] == fc.out_features:
+            fc.bias += mean_d - output.flatten(0, -2).mean(0)
+
+    _run(model, x, _hooks(model, on_bn, on_linear))
+
+
+def _refittable(layer: nn.Module) -> bool:
+    """Dense convs (groups 1) whose input we can unfold exactly, and Linear layers.
+
+    A k x k conv must be a plain `nn.Conv2d` with numeric padding; subclasses that pad in
+    `forward` (timm's `Conv2dSame`) are refitted only when 1 x 1, where padding is zero.
+    """
+    if isinstance(layer, nn.Linear):
+        return True
+    if not isinstance(layer, nn.Conv2d) or layer.groups != 1:
+        return False
+    if layer.kernel_size == (1, 1) and layer.padding in ((0, 0), "valid"):
+        return True
+    return type(layer) is nn.Conv2d and not isinstance(layer.padding, str)
+
+
+def _columns(layer: nn.Module, inp: torch.Tensor) -> torch.Tensor:
+    """`layer`'s input as (samples, features): one row per output position."""
+    if isinstance(layer, nn.Linear):
+        return inp.flatten(0, -2)
+    if layer.kernel_size == (1, 1):
+        sh, sw = layer.stride
+        return inp[:, :, ::sh, ::sw].permute(0, 2, 3, 1).flatten(0, 2)
+    cols = nn.functional.unfold(inp, layer.kernel_size, layer.dilation, layer.padding, layer.stride)
+    return cols.transpose(1, 2).flatten(0, 1)
+
+
+def _rows(layer: nn.Module, output: torch.Tensor) -> torch.Tensor:
+    """`layer`'s output as (samples, channels), rows in the order `_columns` makes them."""
+    return output.flatten(0, -2) if isinstance(layer, nn.Linear) else output.movedim(1, -1).flatten(0, 2)
+
+
+@torch.no_grad()
+def refit(model: nn.Module, dense: nn.Module, calib: Iterable, kept: dict | None = None,
+          ridge: float = 1e-2, max_rows: int = 50_000) -> list[str]:  # fmt: skip
+    """Least-squares refit of each dense conv and Linear of the pruned `model`, first to
+    last, so that on the `calib` images its output matches the unpruned `dense` model's.
+
+    `kept` is `PruneResult.kept` ({layer name: kept output channels}); a layer not in it
+    kept all of its outputs. The channel-pruning reconstruction of He et al. (2017) and
+    ThiNet: a layer that lost input channels solves `min ||W' X' - W X||^2 + ridge` for
+    its new kernel, where X' is what the pruned network now feeds it (errors from the
+    layers before included) and W X the unpruned layer's output. BatchNorm statistics
+    stay the unpruned ones, which is right once the conv outputs match. Two forward
+    passes: the unpruned model's records every target (at up to `max_rows` sampled
+    positions per layer); in the pruned model's, each layer refits itself on its actual
+    input and hands on the output of its new kernel. Returns the refitted layers' names.
+    """
+    x, kept = batch_images(calib), kept or {}
+    gen = torch.Generator().manual_seed(0)
+    targets, done = {}, []
+
+    def record(name, layer, _inputs, output):
+        y = _rows(layer, output)
+        rows = torch.randperm(len(y), generator=gen)[:max_rows] if len(y) > max_rows else None
+        y = y if rows is None else y[rows]
+        targets[name] = (rows, y[:, kept[name]] if name in kept else y)
+
+    def solve(name, layer, inputs, _output):
+        rows, y = targets[name]
+        x_cols = _columns(layer, inputs[0])
+        x_cols = (x_cols if rows is None else x_cols[rows]).double()
+        if layer.bias is not None:
+            x_cols = torch.cat([x_cols, torch.ones(len(x_cols), 1, dtype=x_cols.dtype)], 1)
+        gram = x_cols.T @ x_cols
+        gram += ridge * gram.diagonal().mean() * torch.eye(len(gram), dtype=gram.dtype)
+        solution = torch.linalg.solve(gram, x_cols.T @ y.double()).T  # (out, features [+ bias])
+        if layer.bias is not None:
+            layer.bias.copy_(solution[:, -1])
+            solution = solution[:, :-1]
+        layer.weight.copy_(solution.reshape(layer.weight.shape))
+        done.append(name)
+        return layer.forward(inputs[0])  # the new kernel's output, for the layers after it
+
+    names = [name for name, layer in model.named_modules() if _refittable(layer)]
+    for net, hook in ((dense, record), (model, solve)):
+        handles = [net.get_submodule(n).register_forward_hook(functools.partial(hook, n)) for n in names]
+        try:
+            net.eval()(x)
+        finally:
+            for h in handles:
+                h.remove()
+    return done

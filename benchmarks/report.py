@@ -262,7 +262,7 @@ def prune_curve_attempts(results: Path) -> list[str]:
 def main() -> None:
     import argparse
 
-    from slimfg.artifact import write_text
+    from slimfg.io import write_text
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder of benchmark JSON files")

@@ -67,8 +67,11 @@ def main() -> None:
 def _apply_recipe(ctx: click.Context, _param, value):
     """--recipe FILE: its keys become this command's defaults; explicit flags still win."""
     if value:
-        allowed = [p.name for p in ctx.command.params if isinstance(p, click.Option) and p.name != "recipe"]
-        ctx.default_map = {**(ctx.default_map or {}), **load_recipe(value, allowed)}
+        # recipe keys are option names (--format -> format), defaults are keyed by parameter name
+        params = {p.opts[0].lstrip("-").replace("-", "_"): p.name for p in ctx.command.params
+                  if isinstance(p, click.Option) and p.name != "recipe"}  # fmt: skip
+        recipe = load_recipe(value, list(params))
+        ctx.default_map = {**(ctx.default_map or {}), **{params[k]: v for k, v in recipe.items()}}
     return value
 
 

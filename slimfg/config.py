@@ -55,7 +55,7 @@ def parse_lr(text: str | float) -> dict[str, float]:
         raise SlimfgError(f"--lr must be a number or 'f=3e-3,a=1e-2', got {text!r}") from None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainConfig:
     data: str
     out: str

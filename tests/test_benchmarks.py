@@ -79,15 +79,34 @@ def test_latency_quick(results):
     rows = json.loads((results / "latency.json").read_text())["rows"]
     names = [r["name"] for r in rows]
     assert "dense onnx" in names and "pruned onnx-int8" in names
+    base = next(r for r in rows if r["name"] == "dense onnx")
+    for r in rows:  # every row: ratios consistent with its own timings and counts
+        assert r["ideal_speedup"] == pytest.approx(base["macs"] / r["macs"])
+        for b in (1, 32):
+            assert 0 < r[f"b{b}_p50_s"] <= r[f"b{b}_p90_s"]
+            assert r[f"speedup_b{b}"] == pytest.approx(base[f"b{b}_p50_s"] / r[f"b{b}_p50_s"])
+        assert 0 <= r["top1"] <= 1 and r["bytes"] > 0
     pruned = next(r for r in rows if r["name"] == "pruned onnx")
-    assert pruned["ideal_speedup"] > 1.5 and pruned["speedup_b32"] > 0
+    assert pruned["ideal_speedup"] > 1.5 and pruned["macs"] < base["macs"]
 
 
 def test_prune_latency_and_attention_overhead_quick(results):
     rows = json.loads((results / "prune_latency.json").read_text())["rows"]
     assert rows["dense"]["macs_ratio"] == 1.0 and len(rows) == 3  # dense + round_to 16 x stem on/off
+    for name, row in rows.items():
+        assert row["macs_ratio"] == pytest.approx(row["macs"] / rows["dense"]["macs"], abs=1e-4), name
+        assert row["latency_b1_ms"] > 0 and row["latency_b32_ms"] > row["latency_b1_ms"], name
+    pruned = [row for name, row in rows.items() if name != "dense"]
+    assert all(row["macs_ratio"] < 0.6 for row in pruned)
+    stem = next(row for row in pruned if row["protect_stem"])
+    assert stem["macs"] > next(row for row in pruned if not row["protect_stem"])["macs"]  # the stem kept
     overhead = json.loads((results / "attention_overhead.json").read_text())
-    assert overhead["a_vs_t"] > 0
+    steps = overhead["median_step_s"]
+    assert set(steps) == {"plain_f", "plain_t", "attn_f", "attn_t", "attn_a"}
+    assert overhead["a_vs_t"] == pytest.approx(
+        steps["attn_a"] / steps["plain_t"], rel=0.05
+    )  # medians are rounded
+    assert steps["attn_a"] > steps["attn_f"]  # an attention step needs the full backward pass
 
 
 def test_report_renders_every_section(results, tmp_path):

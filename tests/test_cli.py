@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from safetensors.torch import save_file
 
 from slimfg import artifact, models
+from slimfg.card import ModelCard
 from slimfg.cli import main
 from slimfg.config import DEFAULT_LR
 
@@ -141,3 +142,45 @@ def test_help_documents_every_option():
     result = run(["train", "--help"])
     for option in ("--schedule", "--attention", "--lr", "--reg", "--resume", "--recipe", "--val-split"):
         assert option in result.output
+
+
+def test_prune_and_export_take_recipes(tmp_path, tiny_data):
+    """Recipe keys are option names on prune and export too; flags win; unknown keys are a
+    one-line error naming the closest option."""
+    from slimfg.pruning.graph import count, example_input
+
+    model = tmp_path / "m.safetensors"
+    card = ModelCard(arch="resnet18", num_classes=3, classes=list("abc"),
+                     preprocessing=models.preprocessing("resnet18", 32))  # fmt: skip
+    artifact.save(model, models.build("resnet18", 3, "none"), card)
+    recipe = tmp_path / "prune.yaml"
+    recipe.write_text("keep: 0.25\nimportance: magnitude\nround-to: 0\nlatency: false\nglobal: false\n")
+    out = tmp_path / "p.safetensors"
+    result = run(["prune", str(model), "--recipe", str(recipe), "--out", str(out), "--keep", "0.5"])
+    assert result.exit_code == 0, result.output
+    pruning = artifact.read_card(out).pruning
+    assert pruning["keep"] == 0.5 and pruning["importance"] == "magnitude" and pruning["round_to"] is None
+    assert "latency_b1_s" not in pruning["report"]["after"]
+    recipe.write_text("format: onnx\nverify-images: 4\n")
+    result = run(["export", str(out), "--recipe", str(recipe), "--out", str(tmp_path / "p.onnx")])
+    assert result.exit_code == 0, result.output
+    assert "on 4 real images" in result.output
+    recipe.write_text("kep: 0.5\n")
+    assert_one_line_error(run(["prune", str(model), "--recipe", str(recipe), "--out", str(out)]), "'keep'")
+    pruned, _ = artifact.load(out)
+    assert count(pruned, example_input(32))["params"] < 0.4 * 11_200_000
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["prune", "m.safetensors", "--out", "p.safetensors", "--keep", "1.5"], "--keep"),
+        (["rank", "m.safetensors", "--keep", "0"], "--keep"),
+        (["train", "data", "--out", "r", "--crop-scale", "0"], "--crop-scale"),
+        (["export", "m.safetensors", "--batch", "8,4,2"], "--batch"),
+    ],
+)
+def test_bad_option_values_are_one_line_errors(tmp_path, args, fragment):
+    result = run(args)
+    assert_one_line_error(result, fragment)
+    assert list(tmp_path.iterdir()) == []

@@ -181,6 +181,14 @@ def test_predictor_top5_matches_pytorch(imagenet_lite0, lite0_onnx):
         assert np.allclose([p for _, p in row], probs.numpy(), atol=1e-4)
 
 
+def test_predict_cli_never_imports_torch(lite0_onnx):
+    from tests.test_layout import cli_code, run_without_torch
+
+    proc = run_without_torch(cli_code("predict", str(lite0_onnx), str(SAMPLE_IMAGES[0]), "--top-k", "2"))
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("torch-free"), proc.stderr[-2000:]
+    assert proc.stdout.count("%") == 2  # two labels with their probabilities
+
+
 def test_predictor_never_imports_torch(lite0_onnx):
     code = (
         "import sys; from slimfg.runtime import Predictor; "

@@ -16,8 +16,7 @@ import click
 
 from slimfg.config import (
     BN_STATS,
-    DEFAULT_ARCH,
-    DEFAULT_LR,
+    DEFAULT_FINETUNE,
     FORMAT_SUFFIX,
     IMPORTANCE_NAMES,
     LR_DECAYS,
@@ -25,6 +24,7 @@ from slimfg.config import (
     ExportConfig,
     PruneConfig,
     TrainConfig,
+    defaults,
     field_names,
     load_recipe,
     parse_lr,
@@ -32,6 +32,7 @@ from slimfg.config import (
 from slimfg.errors import SlimfgError, request_stop
 
 log = logging.getLogger("slimfg")
+T, P, E = defaults(TrainConfig), defaults(PruneConfig), defaults(ExportConfig)  # option defaults
 KEEP = click.FloatRange(0, 1, min_open=True)
 SHARE = click.FloatRange(0, 1)
 
@@ -68,8 +69,11 @@ def _apply_recipe(ctx: click.Context, _param, value):
     """--recipe FILE: its keys become this command's defaults; explicit flags still win."""
     if value:
         # recipe keys are option names (--format -> format), defaults are keyed by parameter name
-        params = {p.opts[0].lstrip("-").replace("-", "_"): p.name for p in ctx.command.params
-                  if isinstance(p, click.Option) and p.name != "recipe"}  # fmt: skip
+        params = {
+            p.opts[0].lstrip("-").replace("-", "_"): p.name
+            for p in ctx.command.params
+            if isinstance(p, click.Option) and p.name != "recipe"
+        }
         recipe = load_recipe(value, list(params))
         ctx.default_map = {**(ctx.default_map or {}), **{params[k]: v for k, v in recipe.items()}}
     return value
@@ -83,83 +87,175 @@ recipe_option = click.option(
     callback=_apply_recipe,
     help="YAML file of option defaults (keys = option names); flags override it.",
 )
-LR_HELP = (
-    "Learning rate, for all phases or per phase as 'f=3e-3,a=1e-2' (default: "
-    + ",".join(f"{k}={v:g}" for k, v in DEFAULT_LR.items())
-    + ")."
-)
 
 
-def schedule_options(command):
+def schedule_options(d: dict):
     """--lr, --lr-decay, --warmup, --crop-scale, --batch-size, --workers, --seed: shared by
-    `train` and `prune` (TrainConfig fields)."""
-    for decorator in reversed([
-        click.option("--lr", default=None, help=LR_HELP),
-        click.option("--lr-decay", type=click.Choice(LR_DECAYS), default="none", show_default=True,
-                     help="Learning-rate decay over the whole schedule."),
-        click.option("--warmup", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
-                     help="Fraction of all batches over which the lr ramps up linearly."),
-        click.option("--crop-scale", type=click.FloatRange(0, 1, min_open=True), default=0.08,
-                     show_default=True, help="Smallest image-area share of a random training crop."),
-        click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True,
-                     help="Global batch size."),
-        click.option("--workers", type=click.IntRange(0), default=2, show_default=True,
-                     help="Data loader worker processes."),
-        click.option("--seed", type=int, default=0, show_default=True,
-                     help="Seed for init, data order and augmentation."),
-    ]):  # fmt: skip
-        command = decorator(command)
-    return command
+    `train` and `prune` (TrainConfig fields), with the defaults `d` of their config."""
+    lr_help = "Learning rate, for all phases or per phase as 'f=3e-3,a=1e-2' (default: "
+    lr_help += ",".join(f"{k}={v:g}" for k, v in d["lr"].items()) + ")."
+
+    def decorate(command):
+        for decorator in reversed(
+            [
+                click.option("--lr", default=None, help=lr_help),
+                click.option(
+                    "--lr-decay",
+                    type=click.Choice(LR_DECAYS),
+                    default=d["lr_decay"],
+                    show_default=True,
+                    help="Learning-rate decay over the whole schedule.",
+                ),
+                click.option(
+                    "--warmup",
+                    type=click.FloatRange(0, 1, max_open=True),
+                    default=d["warmup"],
+                    show_default=True,
+                    help="Fraction of all batches over which the lr ramps up linearly.",
+                ),
+                click.option(
+                    "--crop-scale",
+                    type=click.FloatRange(0, 1, min_open=True),
+                    default=d["crop_scale"],
+                    show_default=True,
+                    help="Smallest image-area share of a random training crop.",
+                ),
+                click.option(
+                    "--batch-size",
+                    type=click.IntRange(1),
+                    default=d["batch_size"],
+                    show_default=True,
+                    help="Global batch size.",
+                ),
+                click.option(
+                    "--workers",
+                    type=click.IntRange(0),
+                    default=d["workers"],
+                    show_default=True,
+                    help="Data loader worker processes.",
+                ),
+                click.option(
+                    "--seed",
+                    type=int,
+                    default=d["seed"],
+                    show_default=True,
+                    help="Seed for init, data order and augmentation.",
+                ),
+            ]
+        ):
+            command = decorator(command)
+        return command
+
+    return decorate
 
 
 @main.command()
 @click.argument("data")
 @recipe_option
 @click.option("--out", required=True, help="Run directory (checkpoint, metrics.jsonl, model.safetensors).")
-@click.option("--arch", default=DEFAULT_ARCH, show_default=True,
-              help="tf_efficientnet_lite0, a torchvision CNN or timm:<name>.")  # fmt: skip
-@click.option("--weights", default="imagenet", show_default=True, help="imagenet, none, or a local file.")
+@click.option(
+    "--arch",
+    default=T["arch"],
+    show_default=True,
+    help="tf_efficientnet_lite0, a torchvision CNN or timm:<name>.",
+)
+@click.option("--weights", default=T["weights"], show_default=True, help="imagenet, none, or a local file.")
 @click.option(
     "--schedule",
-    default="faaaa",
+    default=T["schedule"],
     show_default=True,
     help="One epoch per letter: " + ", ".join(f"{k} = {v}" for k, v in PHASES.items()) + ".",
 )
-@click.option("--attention", type=click.Choice(["out", "full", "none"]), default="out", show_default=True,
-              help="Attention per filter (out), per kernel slice (full), or none.")  # fmt: skip
-@click.option("--attention-init", type=float, default=1.0, show_default=True, help="Initial attention value.")
+@click.option(
+    "--attention",
+    type=click.Choice(["out", "full", "none"]),
+    default=T["attention"],
+    show_default=True,
+    help="Attention per filter (out), per kernel slice (full), or none.",
+)
+@click.option(
+    "--attention-init",
+    type=float,
+    default=T["attention_init"],
+    show_default=True,
+    help="Initial attention value.",
+)
 @click.option(
     "--image-size", type=click.IntRange(8), default=None, help="Input size in px (default: the arch's)."
 )
-@schedule_options
-@click.option("--weight-decay", type=float, default=0.0, show_default=True, help="Optimizer weight decay.")
-@click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True,
-              help="Optimizer, created fresh for every phase.")  # fmt: skip
+@schedule_options(T)
+@click.option(
+    "--weight-decay", type=float, default=T["weight_decay"], show_default=True, help="Optimizer weight decay."
+)
+@click.option(
+    "--optimizer",
+    type=click.Choice(["adam", "sgd"]),
+    default=T["optimizer"],
+    show_default=True,
+    help="Optimizer, created fresh for every phase.",
+)
 @click.option(
     "--reg",
     type=click.Choice(["none", "l1", "mod-l2", "prune"]),
-    default="none",
+    default=T["reg"],
     show_default=True,
     help="Attention regulariser in attention phases.",
 )
-@click.option("--reg-lambda", type=float, default=0.0, show_default=True, help="Regulariser weight.")
 @click.option(
-    "--reg-keep", type=KEEP, default=0.6, show_default=True, help="Channel share kept, for --reg prune."
+    "--reg-lambda", type=float, default=T["reg_lambda"], show_default=True, help="Regulariser weight."
 )
-@click.option("--reg-round-to", type=click.IntRange(1), default=16, show_default=True,
-              help="Channel rounding, for --reg prune.")  # fmt: skip
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--amp", type=click.Choice(["auto", "none", "bf16", "fp16"]), default="auto", show_default=True,
-              help="Mixed precision on CUDA (auto = bf16); ignored on CPU.")  # fmt: skip
-@click.option("--val-split", type=float, default=0.0, show_default=True,
-              help="Fraction of DATA held out for validation when it has no val/ split.")  # fmt: skip
+@click.option(
+    "--reg-keep",
+    type=KEEP,
+    default=T["reg_keep"],
+    show_default=True,
+    help="Channel share kept, for --reg prune.",
+)
+@click.option(
+    "--reg-round-to",
+    type=click.IntRange(1),
+    default=T["reg_round_to"],
+    show_default=True,
+    help="Channel rounding, for --reg prune.",
+)
+@click.option("--device", default=T["device"], show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option(
+    "--amp",
+    type=click.Choice(["auto", "none", "bf16", "fp16"]),
+    default=T["amp"],
+    show_default=True,
+    help="Mixed precision on CUDA (auto = bf16); ignored on CPU.",
+)
+@click.option(
+    "--val-split",
+    type=float,
+    default=T["val_split"],
+    show_default=True,
+    help="Fraction of DATA held out for validation when it has no val/ split.",
+)
 @click.option("--download", is_flag=True, help="Download a torchvision dataset named as DATA.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last complete epoch.")
 @click.option("--teacher", default=None, help="A slimfg model to distil from (default: none).")
-@click.option("--distill", type=SHARE, default=0.0, show_default=True,
-              help="Weight of the distillation loss against --teacher.")  # fmt: skip
-@click.option("--distill-temperature", type=float, default=2.0, show_default=True,
-              help="Distillation temperature.")  # fmt: skip
+@click.option(
+    "--distill",
+    type=SHARE,
+    default=T["distill"],
+    show_default=True,
+    help="Weight of the distillation loss against --teacher.",
+)
+@click.option(
+    "--distill-temperature",
+    type=float,
+    default=T["distill_temperature"],
+    show_default=True,
+    help="Distillation temperature.",
+)
+@click.option(
+    "--keep-best/--keep-last",
+    default=T["keep_best"],
+    show_default=True,
+    help="End with the best state by val top-1 (the start included), or the last.",
+)
 def train(data: str, **options) -> None:
     """Train a CNN on DATA with per-filter attention and a phase schedule.
 
@@ -169,7 +265,7 @@ def train(data: str, **options) -> None:
     """
     from slimfg.train import train as run_train
 
-    options["lr"] = parse_lr(options["lr"]) if options["lr"] is not None else dict(DEFAULT_LR)
+    options["lr"] = parse_lr(options["lr"], T["lr"]) if options["lr"] is not None else T["lr"]
     unknown = set(options) - set(field_names(TrainConfig))
     assert not unknown, unknown
     run_train(TrainConfig(data=data, **options))
@@ -178,12 +274,18 @@ def train(data: str, **options) -> None:
 @main.command("eval")
 @click.argument("model", type=click.Path())
 @click.argument("data")
-@click.option("--split", type=click.Choice(["val", "test"]), default="val", show_default=True,
-              help="Which split of DATA to evaluate.")  # fmt: skip
+@click.option(
+    "--split",
+    type=click.Choice(["val", "test"]),
+    default="val",
+    show_default=True,
+    help="Which split of DATA to evaluate.",
+)
 @click.option("--per-class", is_flag=True, help="Also print accuracy per class, worst first.")
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True, help="Batch size.")
-@click.option("--workers", type=click.IntRange(0), default=2, show_default=True,
-              help="Data loader worker processes.")  # fmt: skip
+@click.option(
+    "--workers", type=click.IntRange(0), default=2, show_default=True, help="Data loader worker processes."
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the result as JSON.")
 def eval_(model, data, split, per_class, batch_size, workers, device, json_out) -> None:
@@ -209,8 +311,13 @@ def eval_(model, data, split, per_class, batch_size, workers, device, json_out) 
     "--image-size", type=click.IntRange(8), default=128, show_default=True, help="Input size in px."
 )
 @click.option("--keep", type=KEEP, default=0.6, show_default=True, help="Fraction of channels kept by prune.")
-@click.option("--rounds", type=click.IntRange(1), default=10, show_default=True,
-              help="Paired latency rounds in the bench.")  # fmt: skip
+@click.option(
+    "--rounds",
+    type=click.IntRange(1),
+    default=10,
+    show_default=True,
+    help="Paired latency rounds in the bench.",
+)
 def demo(out: str, schedule: str, image_size: int, keep: float, rounds: int) -> None:
     """Offline demo on the bundled Flowers sample with the bundled lite0 ImageNet weights:
     train with attention -> prune + fine-tune -> export ONNX and int8 -> bench."""
@@ -221,14 +328,32 @@ def demo(out: str, schedule: str, image_size: int, keep: float, rounds: int) -> 
 
 @main.command()
 @click.argument("model", type=click.Path())
-@click.option("--keep", type=KEEP, default=0.6, show_default=True,
-              help="Fraction of channels kept, for the keep/drop lines.")  # fmt: skip
-@click.option("--keep-residual", type=KEEP, default=None,
-              help="Fraction kept in residual groups (default: (1 + KEEP) / 2).")  # fmt: skip
-@click.option("--round-to", type=click.IntRange(0), default=16, show_default=True,
-              help="Channel rounding used by prune (0 = off).")  # fmt: skip
-@click.option("--out", "out_dir", type=click.Path(file_okay=False),
-              help="Output folder (default: 'ranking' next to MODEL).")  # fmt: skip
+@click.option(
+    "--keep",
+    type=KEEP,
+    default=0.6,
+    show_default=True,
+    help="Fraction of channels kept, for the keep/drop lines.",
+)
+@click.option(
+    "--keep-residual",
+    type=KEEP,
+    default=None,
+    help="Fraction kept in residual groups (default: (1 + KEEP) / 2).",
+)
+@click.option(
+    "--round-to",
+    type=click.IntRange(0),
+    default=16,
+    show_default=True,
+    help="Channel rounding used by prune (0 = off).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    help="Output folder (default: 'ranking' next to MODEL).",
+)
 def rank(model: str, keep: float, keep_residual: float | None, round_to: int, out_dir: str | None) -> None:
     """Rank every channel of MODEL by its learned attention: ranking.json + PNG plots."""
     from slimfg.ranking import rank as run_rank
@@ -243,44 +368,110 @@ def rank(model: str, keep: float, keep_residual: float | None, round_to: int, ou
 @click.argument("model", type=click.Path())
 @recipe_option
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Pruned model (.safetensors).")
-@click.option("--keep", type=KEEP, default=0.6, show_default=True, help="Fraction of channels kept.")
-@click.option("--keep-residual", type=KEEP, default=None,
-              help="Fraction kept in residual groups (default: (1 + KEEP) / 2).")  # fmt: skip
-@click.option("--importance", default=None,
-              help=f"Channel ranking: {', '.join(IMPORTANCE_NAMES)} (default: attention-taylor with "
-              "--data, else attention).")  # fmt: skip
-@click.option("--global/--per-layer", "global_pruning", default=False, show_default=True,
-              help="Rank channels across all layers, or cut every group by the same share.")  # fmt: skip
-@click.option("--round-to", type=click.IntRange(0), default=16, show_default=True,
-              help="Keep channel counts multiples of N (0 = off).")  # fmt: skip
-@click.option("--protect-stem/--prune-stem", default=False, show_default=True,
-              help="Leave the stem stage unpruned.")  # fmt: skip
+@click.option("--keep", type=KEEP, default=P["keep"], show_default=True, help="Fraction of channels kept.")
+@click.option(
+    "--keep-residual",
+    type=KEEP,
+    default=None,
+    help="Fraction kept in residual groups (default: (1 + KEEP) / 2).",
+)
+@click.option(
+    "--importance",
+    default=None,
+    help=f"Channel ranking: {', '.join(IMPORTANCE_NAMES)} (default: attention-taylor with "
+    "--data, else attention).",
+)
+@click.option(
+    "--global/--per-layer",
+    "global_pruning",
+    default=P["global_pruning"],
+    show_default=True,
+    help="Rank channels across all layers, or cut every group by the same share.",
+)
+@click.option(
+    "--round-to",
+    type=click.IntRange(0),
+    default=P["round_to"],
+    show_default=True,
+    help="Keep channel counts multiples of N (0 = off).",
+)
+@click.option(
+    "--protect-stem/--prune-stem",
+    default=P["protect_stem"],
+    show_default=True,
+    help="Leave the stem stage unpruned.",
+)
 @click.option("--data", help="Dataset for accuracy, calibration and fine-tuning (default: none).")
-@click.option("--finetune", default="", help="Fine-tune schedule after pruning, e.g. ttt (default: none).")
-@schedule_options
-@click.option("--bn-stats", type=click.Choice(BN_STATS), default="refit", show_default=True,
-              help="Repair after the cut, before fine-tuning (needs --data).")  # fmt: skip
-@click.option("--calib-images", type=click.IntRange(1), default=512, show_default=True,
-              help="Training images for the repair and the gradient rankings.")  # fmt: skip
-@click.option("--bn-batches", type=click.IntRange(0), default=50, show_default=True,
-              help="Training batches for --bn-stats recal.")  # fmt: skip
-@click.option("--distill", type=SHARE, default=0.0, show_default=True,
-              help="Weight of distillation from the unpruned model in fine-tuning.")  # fmt: skip
-@click.option("--teacher", type=click.Path(dir_okay=False), default=None,
-              help="Teacher for --distill (default: the unpruned MODEL).")  # fmt: skip
-@click.option("--latency/--no-latency", default=True, show_default=True,
-              help="Measure ONNX Runtime CPU latency before and after.")  # fmt: skip
+@click.option(
+    "--finetune",
+    default=None,
+    help=f"Fine-tune schedule after the repair, '' for none (default: {DEFAULT_FINETUNE} with --data).",
+)
+@click.option(
+    "--optimizer",
+    type=click.Choice(["adam", "sgd"]),
+    default=P["optimizer"],
+    show_default=True,
+    help="Fine-tune optimizer, created fresh for every phase.",
+)
+@schedule_options(P)
+@click.option(
+    "--bn-stats",
+    type=click.Choice(BN_STATS),
+    default=P["bn_stats"],
+    show_default=True,
+    help="Repair after the cut, before fine-tuning (needs --data).",
+)
+@click.option(
+    "--calib-images",
+    type=click.IntRange(1),
+    default=P["calib_images"],
+    show_default=True,
+    help="Training images for the repair and the gradient rankings.",
+)
+@click.option(
+    "--bn-batches",
+    type=click.IntRange(0),
+    default=P["bn_batches"],
+    show_default=True,
+    help="Training batches for --bn-stats recal.",
+)
+@click.option(
+    "--distill",
+    type=SHARE,
+    default=P["distill"],
+    show_default=True,
+    help="Weight of distillation from the unpruned model in fine-tuning.",
+)
+@click.option(
+    "--teacher",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Teacher for --distill (default: the unpruned MODEL).",
+)
+@click.option(
+    "--keep-best/--keep-last",
+    default=P["keep_best"],
+    show_default=True,
+    help="End fine-tuning with the best state by val top-1 (the repaired start included).",
+)
+@click.option(
+    "--latency/--no-latency",
+    default=P["latency"],
+    show_default=True,
+    help="Measure ONNX Runtime CPU latency before and after.",
+)
 def prune(model: str, **options) -> None:
     """Remove the lowest-ranked channels of MODEL with dependency-aware structured pruning
     (torch-pruning), repair, optionally fine-tune, and report params, MACs and accuracy."""
     from slimfg.pipeline import prune_artifact
 
-    options["lr"] = parse_lr(options["lr"]) if options["lr"] is not None else dict(DEFAULT_LR)
+    options["lr"] = parse_lr(options["lr"], P["lr"]) if options["lr"] is not None else P["lr"]
     options["round_to"] = options["round_to"] or None
     report = prune_artifact(PruneConfig(model=model, **options))
     before, after = report["before"], report["after"]
     click.echo(f"{'':14}{'before':>14}{'after':>14}{'ratio':>8}")
-    for key in ("params", "macs", "weights_bytes", "val_top1", "latency_b1_s", "latency_b32_s"):
+    for key in ("params", "macs", "weights_bytes", "val_top1", "test_top1", "latency_b1_s", "latency_b32_s"):
         if key in before:
             b, a = before[key], after[key]
             fmt = "{:14,d}" if isinstance(b, int) else "{:14.4f}"
@@ -303,23 +494,45 @@ def _batch_profile(_ctx, _param, value) -> tuple[int, int, int]:
 @main.command()
 @click.argument("model", type=click.Path())
 @recipe_option
-@click.option("--format", "fmt", default="onnx", show_default=True,
-              help=f"One of {', '.join(FORMAT_SUFFIX)}.")  # fmt: skip
+@click.option(
+    "--format", "fmt", default="onnx", show_default=True, help=f"One of {', '.join(FORMAT_SUFFIX)}."
+)
 @click.option("--out", type=click.Path(dir_okay=False), help="Output file (default: next to MODEL).")
 @click.option("--data", help="Dataset whose val images verify the export (default: bundled sample).")
 @click.option("--calib", help="Dataset whose train images calibrate int8 (default: none).")
-@click.option("--calib-images", type=click.IntRange(1), default=256, show_default=True,
-              help="Calibration images.")  # fmt: skip
-@click.option("--verify-images", type=click.IntRange(1), default=32, show_default=True,
-              help="Real images to verify on.")  # fmt: skip
-@click.option("--min-agreement", type=SHARE, default=0.9, show_default=True,
-              help="Least int8/trt top-1 agreement with fp32.")  # fmt: skip
-@click.option("--static-batch", type=click.IntRange(1), default=None,
-              help="Fix the batch dimension (default: dynamic).")  # fmt: skip
+@click.option(
+    "--calib-images",
+    type=click.IntRange(1),
+    default=E["calib_images"],
+    show_default=True,
+    help="Calibration images.",
+)
+@click.option(
+    "--verify-images",
+    type=click.IntRange(1),
+    default=E["verify_images"],
+    show_default=True,
+    help="Real images to verify on.",
+)
+@click.option(
+    "--min-agreement",
+    type=SHARE,
+    default=E["min_agreement"],
+    show_default=True,
+    help="Least int8/trt top-1 agreement with fp32.",
+)
+@click.option(
+    "--static-batch", type=click.IntRange(1), default=None, help="Fix the batch dimension (default: dynamic)."
+)
 @click.option("--fp16", is_flag=True, help="trt: build an fp16 engine.")
 @click.option("--int8", is_flag=True, help="trt: build an int8 engine (needs --calib).")
-@click.option("--batch", default="1,8,32", show_default=True, callback=_batch_profile,
-              help="trt: optimisation profile min,opt,max batch.")  # fmt: skip
+@click.option(
+    "--batch",
+    default="1,8,32",
+    show_default=True,
+    callback=_batch_profile,
+    help="trt: optimisation profile min,opt,max batch.",
+)
 def export(model: str, fmt: str, out: str | None, **options) -> None:
     """Export MODEL (a slimfg .safetensors) to a deployable format, verified against
     PyTorch (or ONNX Runtime) on real images; the numbers are printed and stored."""
@@ -341,13 +554,23 @@ def export(model: str, fmt: str, out: str | None, **options) -> None:
 
 @main.command()
 @click.argument("models", nargs=-1, required=True, type=click.Path())
-@click.option("--formats", default="onnx,onnx-int8,openvino", show_default=True,
-              help="Comma-separated formats to export and time.")  # fmt: skip
+@click.option(
+    "--formats",
+    default="onnx,onnx-int8,openvino",
+    show_default=True,
+    help="Comma-separated formats to export and time.",
+)
 @click.option("--data", "data_dir", help="Dataset for top-1 and int8 calibration (default: bundled sample).")
-@click.option("--rounds", type=click.IntRange(1), default=20, show_default=True,
-              help="Paired latency rounds per batch size.")  # fmt: skip
-@click.option("--out", "out_dir", default="runs/bench", show_default=True,
-              help="Folder for bench.json and bench.png.")  # fmt: skip
+@click.option(
+    "--rounds",
+    type=click.IntRange(1),
+    default=20,
+    show_default=True,
+    help="Paired latency rounds per batch size.",
+)
+@click.option(
+    "--out", "out_dir", default="runs/bench", show_default=True, help="Folder for bench.json and bench.png."
+)
 def bench(models, formats, data_dir, rounds, out_dir) -> None:
     """Export each slimfg MODEL to each format and measure them side by side: size,
     params, MACs, top-1, latency p50/p90 at batch 1 and 32 (paired runs, one process)."""

@@ -7,7 +7,7 @@ Torch-free, so the CLI can read defaults without importing torch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 import yaml
@@ -38,13 +38,14 @@ IMPORTANCE_NAMES = ("attention-taylor", "attention", "magnitude", "bn", "taylor"
 FORMAT_SUFFIX = {"onnx": ".onnx", "onnx-int8": ".onnx", "openvino": ".xml", "trt": ".engine"}
 
 
-def parse_lr(text: str | float) -> dict[str, float]:
-    """`0.01` sets every phase; `f=3e-3,a=1e-2` sets the named phases, others keep defaults."""
+def parse_lr(text: str | float, base: dict[str, float] | None = None) -> dict[str, float]:
+    """`0.01` sets every phase; `f=3e-3,a=1e-2` sets the named phases, the others keep
+    `base` (default: DEFAULT_LR)."""
     text = str(text).strip()
     try:
         if "=" not in text:
             return dict.fromkeys(PHASES, float(text))
-        lrs = dict(DEFAULT_LR)
+        lrs = dict(base or DEFAULT_LR)
         for part in text.split(","):
             phase, value = (s.strip() for s in part.split("="))
             if phase not in PHASES:
@@ -93,6 +94,8 @@ class TrainConfig:
     teacher: str | None = None
     distill: float = 0.0
     distill_temperature: float = 2.0
+    # End with the weights of the epoch (or the start) with the best val top-1.
+    keep_best: bool = False
 
     def validate(self) -> None:
         bad = sorted(set(self.schedule) - set(PHASES))
@@ -123,6 +126,10 @@ class TrainConfig:
             raise SlimfgError(f"--reg {self.reg} needs a positive --reg-lambda")
 
 
+# The fine-tune `slimfg prune --data` runs unless told otherwise (docs/method.md).
+DEFAULT_FINETUNE = "ttt"
+
+
 @dataclass(kw_only=True)
 class PruneConfig:
     """The `slimfg prune` job: cut, repair, fine-tune (TrainConfig fields), report."""
@@ -138,7 +145,9 @@ class PruneConfig:
     round_to: int | None = 16
     protect_stem: bool = False
     data: str | None = None
-    finetune: str = ""
+    # None: DEFAULT_FINETUNE when there is data, else nothing; "" = repair only.
+    finetune: str | None = None
+    optimizer: str = "adam"
     batch_size: int = 32
     lr: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LR))
     lr_decay: str = "none"
@@ -152,6 +161,8 @@ class PruneConfig:
     distill: float = 0.0
     teacher: str | None = None
     latency: bool = True
+    # Fine-tuning ends with the best state by val top-1, the repaired start included.
+    keep_best: bool = True
 
     def validate(self) -> None:
         if not self.out.endswith(".safetensors"):
@@ -160,6 +171,13 @@ class PruneConfig:
             raise unknown_name("--bn-stats", self.bn_stats, list(BN_STATS))
         if self.finetune and not self.data:
             raise SlimfgError("--finetune needs --data DIR")
+
+    @property
+    def schedule(self) -> str:
+        """The fine-tune schedule that runs: --finetune, or the default when there is data."""
+        if self.finetune is not None:
+            return self.finetune
+        return DEFAULT_FINETUNE if self.data else ""
 
 
 @dataclass(kw_only=True)
@@ -199,3 +217,9 @@ def load_recipe(path: str | Path, allowed: list[str]) -> dict:
 
 def field_names(cls) -> list[str]:
     return [f.name for f in fields(cls)]
+
+
+def defaults(cls) -> dict:
+    """{field: default} of a config dataclass: the one place the CLI reads its defaults from."""
+    return {f.name: f.default_factory() if f.default is MISSING else f.default for f in fields(cls)
+            if f.default is not MISSING or f.default_factory is not MISSING}  # fmt: skip

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils.data import Subset
 
 from slimfg import artifact, data
 from slimfg.bench import available_formats, paired_latency, table
@@ -39,10 +40,14 @@ from slimfg.train import train
 log = logging.getLogger("slimfg")
 
 
-def calib_batches(dataset, pre: dict, n: int, batch: int = 32) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The first `n` readable images of `dataset` (unaugmented) as (images, labels) batches."""
+def calib_batches(
+    dataset, pre: dict, n: int, batch: int = 32, seed: int = 0
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """`n` images drawn at random (seeded) from `dataset`, unaugmented, as (images, labels)
+    batches. Random, not the first `n`: an ImageFolder lists its files class by class."""
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
     batches, seen = [], 0
-    for x, y, _ in data.loader(dataset, pre, False, batch, 2):
+    for x, y, _ in data.loader(Subset(dataset, order[:n]), pre, False, batch, 2):
         if x is None:
             continue
         take = min(len(x), n - seen)
@@ -84,10 +89,15 @@ def prune_artifact(cfg: PruneConfig) -> dict:
         card_scores(model, card)  # one-line error for a model trained without attention
     train_split = data.load(cfg.data).train if cfg.data else None  # indexed once
 
+    has_test = bool(cfg.data) and data.load(cfg.data).test is not None
+
     def measure(m: nn.Module, m_card: ModelCard) -> dict:
+        """Size, and accuracy on val (what fine-tuning selects on) and test (what it does not)."""
         result = {**count(m, x0), "weights_bytes": weights_bytes(m)}
         if cfg.data:
             result["val_top1"] = evaluate_model(m, m_card, cfg.data)["top1"]
+        if has_test:
+            result["test_top1"] = evaluate_model(m, m_card, cfg.data, "test")["top1"]
         return result
 
     before = measure(model, card)
@@ -117,17 +127,22 @@ def prune_artifact(cfg: PruneConfig) -> dict:
         loader = data.loader(train_split, card.preprocessing, True, 32, 2)
         recalibrate_bn(model, itertools.islice(loader, cfg.bn_batches))
     pruned_val_top1 = None
-    if cfg.data and cfg.finetune:  # what fine-tuning starts from
+    if cfg.data and cfg.schedule:  # what fine-tuning starts from
         pruned_val_top1 = evaluate_model(model, card, cfg.data)["top1"]
         log.info("val top-1 after pruning, before fine-tuning: %.4f", pruned_val_top1)
-    if cfg.finetune:
+    if cfg.schedule:
         model, card = _finetune(model, card, cfg)
     after = measure(model, card)
     if cfg.latency:
         dense, _ = artifact.load(cfg.model)
         for key, value in ort_latency(dense, model, card).items():
             before[key], after[key] = value["dense"]["median_s"], value["pruned"]["median_s"]
-    report = {"before": before, "after": after, "pruned_val_top1": pruned_val_top1}
+    report = {
+        "before": before,
+        "after": after,
+        "pruned_val_top1": pruned_val_top1,
+        "kept_epoch": card.train.get("kept_epoch") if cfg.schedule else None,
+    }
     card.pruning = {**card.pruning, "report": report}
     artifact.save(out, model, card)
     for key in ("params", "macs"):
@@ -145,13 +160,13 @@ def _finetune(model: nn.Module, card: ModelCard, cfg: PruneConfig) -> tuple[nn.M
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         pruned = Path(tmp) / "pruned.safetensors"
         artifact.save(pruned, model, card)
-        mode = "out" if set(ATTENTION_PHASES) & set(cfg.finetune) else "none"
+        mode = "out" if set(ATTENTION_PHASES) & set(cfg.schedule) else "none"
         teacher = cfg.teacher or (str(cfg.model) if cfg.distill else None)
         train_cfg = TrainConfig(
-            data=cfg.data, out=str(run), arch=card.arch, weights=str(pruned), schedule=cfg.finetune,
+            data=cfg.data, out=str(run), arch=card.arch, weights=str(pruned), schedule=cfg.schedule,
             attention=mode, image_size=card.size, batch_size=cfg.batch_size, workers=cfg.workers,
             seed=cfg.seed, lr=cfg.lr, lr_decay=cfg.lr_decay, warmup=cfg.warmup, crop_scale=cfg.crop_scale,
-            distill=cfg.distill, teacher=teacher,
+            distill=cfg.distill, teacher=teacher, keep_best=cfg.keep_best, optimizer=cfg.optimizer,
         )  # fmt: skip
         return artifact.load(train(train_cfg))
 

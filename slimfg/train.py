@@ -87,6 +87,22 @@ def _restore(run: Path, model: nn.Module, cfg: TrainConfig) -> tuple[int, list[d
     return meta["epoch"], meta["history"]
 
 
+def _state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def _write_best(run: Path, best: tuple) -> None:
+    """The best state so far, so that `--resume` keeps competing against it."""
+    artifact.write(run / "best.safetensors", best[2], {"kind": "best", "val_top1": best[0], "epoch": best[1]})
+
+
+def _read_best(run: Path) -> tuple | None:
+    if not (run / "best.safetensors").is_file():
+        return None
+    tensors, meta = artifact.read(run / "best.safetensors")
+    return meta["val_top1"], meta["epoch"], tensors
+
+
 def train(cfg: TrainConfig) -> Path:
     """Train `cfg.arch` on `cfg.data` with the phase schedule; returns the artifact path."""
     cfg.validate()
@@ -128,6 +144,14 @@ def train(cfg: TrainConfig) -> Path:
         )  # fmt: skip
 
     val_loader = data.loader(shard(splits.val, rank, world), pre, False, cfg.batch_size, cfg.workers)
+    best = None  # with --keep-best: (val top-1, epoch, weights) of the best state so far
+    if cfg.keep_best:
+        best = _read_best(run) if cfg.resume else None
+        if best is None:  # the starting weights compete too (epoch 0 = before training)
+            best = (evaluate(model, val_loader, device, amp, show=main)["top1"], start, _state(model))
+            if main:
+                log.info("val top-1 before training: %.4f", best[0])
+                _write_best(run, best)
     per_rank_batch = max(1, cfg.batch_size // world)
     for epoch in range(start, len(cfg.schedule)):
         phase = cfg.schedule[epoch]
@@ -188,6 +212,10 @@ def train(cfg: TrainConfig) -> Path:
             "skipped_images": int(skipped + val["skipped"]),
         }
         history.append(record)
+        if best is not None and record["val_top1"] > best[0]:  # a later state must do strictly better
+            best = (record["val_top1"], epoch + 1, _state(model))
+            if main:
+                _write_best(run, best)
         if main:
             log.info(
                 "epoch %d/%d [%s] loss %.4f train %.3f val top-1 %.3f top-5 %.3f (%.0f img/s, %.0f s)",
@@ -203,15 +231,28 @@ def train(cfg: TrainConfig) -> Path:
             )
             write_text(run / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
 
+    kept_epoch = len(cfg.schedule)
+    if best is not None and best[1] != kept_epoch:
+        model.load_state_dict(best[2])
+        kept_epoch = best[1]
+        log.info(
+            "kept the weights of epoch %d (val top-1 %.4f), the best on the val split", kept_epoch, best[0]
+        )
     if main:
+        metrics = history[kept_epoch - 1] if kept_epoch else {"epoch": 0, "val_top1": best[0]}
         card = ModelCard(
             arch=cfg.arch,
             num_classes=len(splits.classes),
             classes=data.class_labels(cfg.data, splits.classes),
             preprocessing=pre,
             pruning=pruning,
-            metrics=history[-1] if history else {},
-            train={"schedule": cfg.schedule, "weights": cfg.weights, "history": history},
+            metrics=metrics if history else {},
+            train={
+                "schedule": cfg.schedule,
+                "weights": cfg.weights,
+                "history": history,
+                "kept_epoch": kept_epoch,
+            },
             provenance={"data": str(cfg.data), "data_fingerprint": splits.fingerprint},
         )
         if cfg.attention != "none":

@@ -14,8 +14,6 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from slimfg.data import batch_images
-
 
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, batches: Iterable) -> None:
@@ -133,54 +131,74 @@ def _rows(layer: nn.Module, output: torch.Tensor) -> torch.Tensor:
     return output.flatten(0, -2) if isinstance(layer, nn.Linear) else output.movedim(1, -1).flatten(0, 2)
 
 
+class _Reached(Exception):
+    """Raised by a hook to stop a forward pass once the layer of interest has run."""
+
+
+def _run_to(net: nn.Module, layer: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input, output) of `layer` when `net` runs on `x`; the layers after it never run."""
+    seen = {}
+
+    def hook(_layer, inputs, output):
+        seen["io"] = (inputs[0], output)
+        raise _Reached
+
+    handle = layer.register_forward_hook(hook)
+    try:
+        net.eval()(x)
+    except _Reached:
+        pass
+    finally:
+        handle.remove()
+    if "io" not in seen:
+        raise RuntimeError(f"{type(layer).__name__} did not run in the forward pass")
+    return seen["io"]
+
+
 @torch.no_grad()
 def refit(model: nn.Module, dense: nn.Module, calib: Iterable, kept: dict | None = None,
           ridge: float = 1e-2, max_rows: int = 50_000) -> list[str]:  # fmt: skip
     """Least-squares refit of each dense conv and Linear of the pruned `model`, first to
     last, so that on the `calib` images its output matches the unpruned `dense` model's.
 
-    `kept` is `PruneResult.kept` ({layer name: kept output channels}); a layer not in it
-    kept all of its outputs. The channel-pruning reconstruction of He et al. (2017) and
+    `calib` is a list of image batches (or (images, labels) pairs); `kept` is
+    `PruneResult.kept` ({layer name: kept output channels}), and a layer not in it kept
+    all of its outputs. The channel-pruning reconstruction of He et al. (2017) and
     ThiNet: a layer that lost input channels solves `min ||W' X' - W X||^2 + ridge` for
-    its new kernel, where X' is what the pruned network now feeds it (errors from the
-    layers before included) and W X the unpruned layer's output. BatchNorm statistics
-    stay the unpruned ones, which is right once the conv outputs match. Two forward
-    passes: the unpruned model's records every target (at up to `max_rows` sampled
-    positions per layer); in the pruned model's, each layer refits itself on its actual
-    input and hands on the output of its new kernel. Returns the refitted layers' names.
+    its new kernel, where X' is what the pruned network now feeds it (the layers before
+    it already refitted) and W X the unpruned layer's output. BatchNorm statistics stay
+    the unpruned ones, which is right once the conv outputs match.
+
+    Streamed: for each layer in forward order, both networks run on one batch at a time
+    up to that layer, and X'^T X' and X'^T (W X) are summed over the batches (at up to
+    `max_rows` sampled output positions over all of `calib`), so memory holds one
+    batch's activations and the Gram matrices, whatever the number of images; the cost
+    is one partial forward pass per refitted layer. Returns the refitted layers' names.
     """
-    x, kept = batch_images(calib), kept or {}
-    gen = torch.Generator().manual_seed(0)
-    targets, done = {}, []
-
-    def record(name, layer, _inputs, output):
-        y = _rows(layer, output)
-        rows = torch.randperm(len(y), generator=gen)[:max_rows] if len(y) > max_rows else None
-        y = y if rows is None else y[rows]
-        targets[name] = (rows, y[:, kept[name]] if name in kept else y)
-
-    def solve(name, layer, inputs, _output):
-        rows, y = targets[name]
-        x_cols = _columns(layer, inputs[0])
-        x_cols = (x_cols if rows is None else x_cols[rows]).double()
-        if layer.bias is not None:
-            x_cols = torch.cat([x_cols, torch.ones(len(x_cols), 1, dtype=x_cols.dtype)], 1)
-        gram = x_cols.T @ x_cols
+    batches = [b[0] if isinstance(b, (tuple, list)) else b for b in calib]
+    images, kept, done = sum(len(b) for b in batches), kept or {}, []
+    for index, (name, layer) in enumerate((n, m) for n, m in model.named_modules() if _refittable(m)):
+        target_layer = dense.get_submodule(name)
+        gen = torch.Generator().manual_seed(index)
+        gram = cross = None
+        for x in batches:
+            y = _rows(target_layer, _run_to(dense, target_layer, x)[1])
+            x_cols = _columns(layer, _run_to(model, layer, x)[0])
+            per_image = len(y) // len(x)
+            if per_image * images > max_rows:  # sample this batch's share of the positions
+                keep_rows = torch.randperm(len(y), generator=gen)[: round(max_rows * len(x) / images)]
+                y, x_cols = y[keep_rows], x_cols[keep_rows]
+            y = (y[:, kept[name]] if name in kept else y).double()
+            x_cols = x_cols.double()
+            if layer.bias is not None:
+                x_cols = torch.cat([x_cols, torch.ones(len(x_cols), 1, dtype=x_cols.dtype)], 1)
+            gram = x_cols.T @ x_cols if gram is None else gram + x_cols.T @ x_cols
+            cross = x_cols.T @ y if cross is None else cross + x_cols.T @ y
         gram += ridge * gram.diagonal().mean() * torch.eye(len(gram), dtype=gram.dtype)
-        solution = torch.linalg.solve(gram, x_cols.T @ y.double()).T  # (out, features [+ bias])
+        solution = torch.linalg.solve(gram, cross).T  # (out, features [+ bias])
         if layer.bias is not None:
             layer.bias.copy_(solution[:, -1])
             solution = solution[:, :-1]
-        layer.weight.copy_(solution.reshape(layer.weight.shape))
+        layer.weight.copy_(solution.reshape(layer.weight.shape).to(layer.weight.dtype))
         done.append(name)
-        return layer.forward(inputs[0])  # the new kernel's output, for the layers after it
-
-    names = [name for name, layer in model.named_modules() if _refittable(layer)]
-    for net, hook in ((dense, record), (model, solve)):
-        handles = [net.get_submodule(n).register_forward_hook(functools.partial(hook, n)) for n in names]
-        try:
-            net.eval()(x)
-        finally:
-            for h in handles:
-                h.remove()
     return done

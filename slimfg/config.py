@@ -147,18 +147,20 @@ class PruneConfig:
     data: str | None = None
     # None: DEFAULT_FINETUNE when there is data, else nothing; "" = repair only.
     finetune: str | None = None
+    # The fine-tune recipe (docs/method.md, "Recovering accuracy after pruning").
     optimizer: str = "adam"
     batch_size: int = 32
-    lr: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LR))
-    lr_decay: str = "none"
+    lr: dict[str, float] = field(default_factory=lambda: {**DEFAULT_LR, "t": 2e-3})
+    lr_decay: str = "cosine"
     warmup: float = 0.0
-    crop_scale: float = 0.08
+    crop_scale: float = 0.35
     workers: int = 2
     seed: int = 0
     bn_stats: str = "refit"
     calib_images: int = 512
     bn_batches: int = 50
-    distill: float = 0.0
+    # Distillation from the unpruned model while fine-tuning (weight of the soft-target loss).
+    distill: float = 0.9
     teacher: str | None = None
     latency: bool = True
     # Fine-tuning ends with the best state by val top-1, the repaired start included.

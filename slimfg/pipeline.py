@@ -25,7 +25,7 @@ from slimfg import artifact, data
 from slimfg.bench import available_formats, paired_latency, table
 from slimfg.bench import bench as run_bench
 from slimfg.card import ModelCard
-from slimfg.config import ATTENTION_PHASES, DEFAULT_LR, ExportConfig, PruneConfig, TrainConfig
+from slimfg.config import ATTENTION_PHASES, ExportConfig, PruneConfig, TrainConfig
 from slimfg.errors import SlimfgError
 from slimfg.evaluate import evaluate_model
 from slimfg.exporters import EXPORTERS, SUFFIX, check_format, uses_int8
@@ -200,10 +200,11 @@ def demo(out: str = "runs/demo", schedule: str = "faaa", image_size: int = 128, 
     sample = str(data.SAMPLE)
     echo(f"[1/4] train lite0 ({schedule}) on the bundled sample: {sample}")
     dense = train(TrainConfig(data=sample, out=out, schedule=schedule, image_size=image_size))
-    echo(f"[2/4] prune to keep {keep} and fine-tune two epochs (distilled from the dense model)")
+    echo(
+        f"[2/4] prune to keep {keep}, repair and fine-tune with the defaults (distilled from the dense model)"
+    )
     pruned = run / "pruned.safetensors"
-    prune_artifact(PruneConfig(model=str(dense), out=str(pruned), keep=keep, data=sample, finetune="tt",
-                               lr={**DEFAULT_LR, "t": 1e-3}, distill=0.5, latency=False))  # fmt: skip
+    prune_artifact(PruneConfig(model=str(dense), out=str(pruned), keep=keep, data=sample, latency=False))
     echo("[3/4] export the pruned model to ONNX and ONNX Runtime int8, verified")
     for fmt, path in (("onnx", run / "pruned.onnx"), ("onnx-int8", run / "pruned_int8.onnx")):
         # min_agreement 0: the demo reports int8's agreement with fp32 instead of failing on it

@@ -169,36 +169,54 @@ def refit(model: nn.Module, dense: nn.Module, calib: Iterable, kept: dict | None
     it already refitted) and W X the unpruned layer's output. BatchNorm statistics stay
     the unpruned ones, which is right once the conv outputs match.
 
-    Streamed: for each layer in forward order, both networks run on one batch at a time
-    up to that layer, and X'^T X' and X'^T (W X) are summed over the batches (at up to
-    `max_rows` sampled output positions over all of `calib`), so memory holds one
-    batch's activations and the Gram matrices, whatever the number of images; the cost
-    is one partial forward pass per refitted layer. Returns the refitted layers' names.
+    Streamed, so memory does not grow with the number of images: one pass of `dense`
+    records every layer's targets at up to `max_rows` sampled output positions over all
+    of `calib`; then for each layer in forward order the pruned model runs batch by batch
+    up to that layer and X'^T X' and X'^T (W X) are summed. Memory: one batch's
+    activations, the Gram matrices and the sampled targets (at most `max_rows` x the
+    layer's kept channels x 4 bytes per layer). Returns the refitted layers' names.
     """
     batches = [b[0] if isinstance(b, (tuple, list)) else b for b in calib]
-    images, kept, done = sum(len(b) for b in batches), kept or {}, []
-    for index, (name, layer) in enumerate((n, m) for n, m in model.named_modules() if _refittable(m)):
-        target_layer = dense.get_submodule(name)
-        gen = torch.Generator().manual_seed(index)
-        gram = cross = None
-        for x in batches:
-            y = _rows(target_layer, _run_to(dense, target_layer, x)[1])
+    images, kept = sum(len(b) for b in batches), kept or {}
+    names = [name for name, layer in model.named_modules() if _refittable(layer)]
+    rows: dict[tuple[str, int], torch.Tensor | None] = {}  # sampled positions per (layer, batch)
+    targets: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+
+    def record(batch, index, name, layer, _inputs, output):
+        y = _rows(layer, output)
+        pick = None
+        if len(y) // len(batch) * images > max_rows:  # this batch's share of the sampled positions
+            gen = torch.Generator().manual_seed(index * 100_003 + len(targets[name]))
+            pick = torch.randperm(len(y), generator=gen)[: round(max_rows * len(batch) / images)]
+            y = y[pick]
+        rows[name, len(targets[name])] = pick
+        targets[name].append((y[:, kept[name]] if name in kept else y).clone())
+
+    for x in batches:
+        handles = [dense.get_submodule(n).register_forward_hook(functools.partial(record, x, i, n))
+                   for i, n in enumerate(names)]  # fmt: skip
+        try:
+            dense.eval()(x)
+        finally:
+            for h in handles:
+                h.remove()
+    for name in names:
+        layer, gram, cross = model.get_submodule(name), None, None
+        for b, x in enumerate(batches):
             x_cols = _columns(layer, _run_to(model, layer, x)[0])
-            per_image = len(y) // len(x)
-            if per_image * images > max_rows:  # sample this batch's share of the positions
-                keep_rows = torch.randperm(len(y), generator=gen)[: round(max_rows * len(x) / images)]
-                y, x_cols = y[keep_rows], x_cols[keep_rows]
-            y = (y[:, kept[name]] if name in kept else y).double()
+            if rows[name, b] is not None:
+                x_cols = x_cols[rows[name, b]]
             x_cols = x_cols.double()
             if layer.bias is not None:
                 x_cols = torch.cat([x_cols, torch.ones(len(x_cols), 1, dtype=x_cols.dtype)], 1)
             gram = x_cols.T @ x_cols if gram is None else gram + x_cols.T @ x_cols
+            y = targets[name][b].double()
             cross = x_cols.T @ y if cross is None else cross + x_cols.T @ y
+        targets[name] = []  # done with this layer's targets
         gram += ridge * gram.diagonal().mean() * torch.eye(len(gram), dtype=gram.dtype)
         solution = torch.linalg.solve(gram, cross).T  # (out, features [+ bias])
         if layer.bias is not None:
             layer.bias.copy_(solution[:, -1])
             solution = solution[:, :-1]
         layer.weight.copy_(solution.reshape(layer.weight.shape).to(layer.weight.dtype))
-        done.append(name)
-    return done
+    return names

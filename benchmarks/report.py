@@ -259,6 +259,30 @@ def prune_curve_attempts(results: Path) -> list[str]:
     return lines + ([""] + notes if notes else []) + [""]
 
 
+def defaults(results: Path) -> list[str]:
+    """One section per dataset run through benchmarks/defaults.py (the default CLI path)."""
+    lines = []
+    for path in sorted(results.glob("defaults_*.json")):
+        if path.stem.endswith("_quick") and results == RESULTS:
+            continue
+        doc = json.loads(path.read_text())
+        lines += [f"## The default path on {Path(doc['data']).name}", "",
+                  f"{doc['machine']}, {doc['image_size']} px; the commands, with no other flag:", "", "```",
+                  *doc["commands"], "```", "",
+                  "| model | val top-1 | test top-1 | MACs | params |", "|---|---|---|---|---|"]  # fmt: skip
+        dense = doc["rows"].get("dense", {})
+        for row in doc["rows"].values():
+            ratio = f" ({row['macs'] / dense['macs']:.3f}x)" if dense.get("macs") else ""
+            lines.append(f"| {row['kind']} | {pct(row.get('val_top1'))} | {pct(row.get('test_top1'))} | "
+                         f"{row['macs'] / 1e6:.1f} M{ratio} | {row['params'] / 1e6:.2f} M |")  # fmt: skip
+        prune = doc.get("prune", {})
+        lines += ["", f"Train schedule `{doc.get('train', {}).get('schedule')}`; after pruning and the refit, "
+                  f"before fine-tuning: {pct(prune.get('refit_val_top1'))} val; fine-tune kept epoch "
+                  f"{prune.get('kept_epoch')} (0 = the refitted state). Wall time: "
+                  + ", ".join(f"{k} {v / 60:.1f} min" for k, v in doc["seconds"].items()) + ".", ""]  # fmt: skip
+    return lines
+
+
 def main() -> None:
     import argparse
 
@@ -296,6 +320,7 @@ def main() -> None:
         if name == "prune_curve":
             lines += prune_curve_attempts(args.results)
             lines += prune_curve_full(load("prune_curve_full", args.results))
+    lines += defaults(args.results)
     write_text(args.out, "\n".join(lines).rstrip() + "\n")
     print(f"wrote {args.out}")
 

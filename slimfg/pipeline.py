@@ -34,7 +34,7 @@ from slimfg.exporters.onnx import export_onnx
 from slimfg.pruning.graph import count, example_input, weights_bytes
 from slimfg.pruning.importance import GRADIENT_IMPORTANCES, card_scores
 from slimfg.pruning.pruner import prune
-from slimfg.pruning.repair import bn_input_stats, match_bn, recalibrate_bn, refit
+from slimfg.pruning.repair import anchor_bn, bn_input_stats, match_bn, recalibrate_bn, refit
 from slimfg.train import train
 
 log = logging.getLogger("slimfg")
@@ -122,6 +122,7 @@ def prune_artifact(cfg: PruneConfig) -> dict:
     elif dense_model is not None:
         t0 = time.perf_counter()
         done = refit(model, dense_model, calib, result.kept)
+        anchor_bn(model, calib)  # so that fine-tuning's batch statistics agree with the refit
         log.info("refitted %d layers in %.1f s", len(done), time.perf_counter() - t0)
     elif cfg.data and cfg.bn_stats == "recal" and cfg.bn_batches and cfg.keep < 1.0:
         loader = data.loader(train_split, card.preprocessing, True, 32, 2)

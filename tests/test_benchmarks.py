@@ -28,6 +28,7 @@ def results(tmp_path_factory):
         "attention_overhead",
     ):
         run(f"{name}.py", "--quick", "--out", str(out / f"{name}.json"))
+    run("defaults.py", "--quick", "--runs", str(out / "runs"), "--out", str(out / "defaults_quick.json"))
     # the full-budget importance comparison is a prune_curve.py run with other flags
     shutil.copy(out / "prune_curve.json", out / "prune_curve_full.json")
     for machine in ("h100", "cpu"):  # the file names of the published sweeps
@@ -109,6 +110,21 @@ def test_prune_latency_and_attention_overhead_quick(results):
     assert steps["attn_a"] > steps["attn_f"]  # an attention step needs the full backward pass
 
 
+def test_defaults_quick(results):
+    """The default path's table: dense, pruned and int8 rows, each scored on val (no test
+    split in the sample), pruned at under half the MACs, and a time for every stage."""
+    doc = json.loads((results / "defaults_quick.json").read_text())
+    rows = doc["rows"]
+    assert list(rows) == ["dense", "pruned", "int8"]
+    assert all(0 <= r["val_top1"] <= 1 and "test_top1" not in r for r in rows.values())
+    assert (
+        rows["pruned"]["macs"] < 0.5 * rows["dense"]["macs"]
+        and rows["int8"]["macs"] == rows["pruned"]["macs"]
+    )
+    assert set(doc["seconds"]) == {"train", "prune", "export_onnx", "export_int8"}
+    assert doc["prune"]["kept_epoch"] in (0, 1) and "slimfg prune" in doc["commands"][1]
+
+
 def test_report_renders_every_section(results, tmp_path):
     out = tmp_path / "results.md"
     run("report.py", "--results", str(results), "--out", str(out))
@@ -120,6 +136,7 @@ def test_report_renders_every_section(results, tmp_path):
         "Channel importance at the full fine-tune budget",
         "Deployment latency",
         "Channel rounding",
+        "The default path on flowers10",
     ):
         assert heading in text
     assert "Not measured yet" not in text

@@ -13,7 +13,7 @@ from slimfg.pipeline import prune_artifact
 from slimfg.pruning.graph import count, example_input, stem_convs
 from slimfg.pruning.importance import attention_taylor_scores
 from slimfg.pruning.pruner import drop_plan, prune
-from slimfg.pruning.repair import bn_input_stats, match_bn, refit
+from slimfg.pruning.repair import anchor_bn, bn_input_stats, match_bn, refit
 from slimfg.train import train
 
 SIZE = 64
@@ -445,3 +445,23 @@ def test_fine_tuning_that_only_hurts_keeps_the_repaired_state(tiny_data, tmp_pat
             assert report["after"]["val_top1"] == report["pruned_val_top1"] > 0.5
     assert torch.equal(outputs["best"], outputs["repaired"])
     assert not torch.allclose(outputs["last"], outputs["repaired"])
+
+
+def test_anchor_bn_keeps_the_function_and_makes_batch_statistics_agree():
+    """After a cut and a refit, `anchor_bn` sets every BN's running statistics to its real
+    input statistics without changing the eval-mode outputs, so a train-mode forward pass
+    (batch statistics) computes what the eval-mode network does; before it, it does not."""
+    model, card = attention_model("tf_efficientnet_lite0")
+    dense = copy.deepcopy(model)
+    kept = prune_model(model, card, keep=0.5).kept
+    x = torch.randn(64, 3, SIZE, SIZE)
+    refit(model, dense, [x], kept)
+    with torch.no_grad():
+        y = model.eval()(x)
+        before = (copy.deepcopy(model).train()(x) - y).abs().max()  # batch statistics disagree
+        assert anchor_bn(model, list(x.split(16))) == sum(
+            isinstance(m, nn.BatchNorm2d) for m in model.modules()
+        )
+        assert torch.allclose(model.eval()(x), y, atol=1e-4 * y.abs().max())
+        after = (copy.deepcopy(model).train()(x) - y).abs().max()
+    assert after < 1e-3 * y.abs().max() < before

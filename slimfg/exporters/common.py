@@ -80,12 +80,12 @@ def real_images(card: ModelCard, data_dir: str | None, n: int = 32, split: str =
     return torch.cat(xs), torch.cat(ys)
 
 
-def eval_batches(card: ModelCard, data_dir: str, batch_size: int = 64, workers: int = 2):
-    """(images, labels) numpy batches of DATA's val split with the model's preprocessing."""
-    splits = data.load(str(data_dir))
-    if splits.val is None:
-        raise SlimfgError(f"{data_dir} has no val/ split to measure accuracy on")
-    for x, y, _ in data.loader(splits.val, card.preprocessing, False, batch_size, workers):
+def eval_batches(card: ModelCard, data_dir: str, batch_size: int = 64, workers: int = 2, split: str = "val"):
+    """(images, labels) numpy batches of DATA's `split` with the model's preprocessing."""
+    dataset = getattr(data.load(str(data_dir)), split)
+    if dataset is None:
+        raise SlimfgError(f"{data_dir} has no {split}/ split to measure accuracy on")
+    for x, y, _ in data.loader(dataset, card.preprocessing, False, batch_size, workers):
         if x is not None:
             yield x.numpy(), y.numpy()
 

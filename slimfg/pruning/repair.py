@@ -100,6 +100,57 @@ def match_bn(model: nn.Module, dense: dict, kept: dict, x: torch.Tensor) -> None
     _run(model, x, _hooks(model, on_bn, on_linear))
 
 
+@torch.no_grad()
+def anchor_bn(model: nn.Module, calib: Iterable) -> int:
+    """Make every BatchNorm's running statistics the real statistics of its input on the
+    `calib` images, rescaling its affine parameters so that the eval-mode network computes
+    exactly the same function. Returns the number of BatchNorm layers changed.
+
+    After a cut and a refit, a BN's stored mean and variance are the unpruned model's,
+    and the layers after it were refitted for them; its actual input has another mean
+    and a smaller variance. Fine-tuning in train mode normalises with the actual batch
+    statistics and pulls the running ones toward them, which undoes the refit (lite0 on
+    the demo sample: 87.5% -> 67.5% val top-1 after one epoch of forward passes, no
+    weight changed). With gamma' = gamma * s / s_old and beta' = beta + gamma * (m -
+    m_old) / s_old the affine map is unchanged, and batch statistics now agree with it.
+    Every layer computes what it did, so one pass measures all of them.
+    """
+    sums: dict[str, list] = {}
+
+    def on_bn(name, _bn, inputs):
+        x = inputs[0].double().transpose(0, 1).flatten(1)  # (channels, values)
+        s = sums.setdefault(name, [0, 0.0, 0.0])
+        s[0] += x.shape[1]
+        s[1] = s[1] + x.sum(1)
+        s[2] = s[2] + (x * x).sum(1)
+
+    bns = {name: m for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    changed = 0
+    handles = [bn.register_forward_pre_hook(functools.partial(on_bn, name)) for name, bn in bns.items()]
+    try:
+        model.eval()
+        for b in calib:
+            model(b[0] if isinstance(b, (tuple, list)) else b)
+    finally:
+        for h in handles:
+            h.remove()
+    for name, (n, total, squares) in sums.items():
+        bn = bns[name]
+        if not bn.affine or bn.running_mean is None:  # nothing to rescale the function back with
+            continue
+        mean = total / n
+        var = (squares / n - mean * mean).clamp(min=0)
+        old_std = (bn.running_var.double() + bn.eps).sqrt()
+        new_std = (var + bn.eps).sqrt()
+        gamma, beta = bn.weight.double(), bn.bias.double()
+        bn.weight.copy_(gamma * new_std / old_std)
+        bn.bias.copy_(beta + gamma * (mean - bn.running_mean.double()) / old_std)
+        bn.running_mean.copy_(mean)
+        bn.running_var.copy_(var)
+        changed += 1
+    return changed
+
+
 def _refittable(layer: nn.Module) -> bool:
     """Dense convs (groups 1) whose input we can unfold exactly, and Linear layers.
 

@@ -46,16 +46,8 @@ def calib_batches(
     """`n` images drawn at random (seeded) from `dataset`, unaugmented, as (images, labels)
     batches. Random, not the first `n`: an ImageFolder lists its files class by class."""
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
-    batches, seen = [], 0
-    for x, y, _ in data.loader(Subset(dataset, order[:n]), pre, False, batch, 2):
-        if x is None:
-            continue
-        take = min(len(x), n - seen)
-        batches.append((x[:take], y[:take]))
-        seen += take
-        if seen >= n:
-            break
-    return batches
+    loader = data.loader(Subset(dataset, order[:n]), pre, False, batch, 2)
+    return [(x, y) for x, y, _ in loader if x is not None]
 
 
 def ort_latency(dense: nn.Module, pruned: nn.Module, card: ModelCard) -> dict:
@@ -87,9 +79,8 @@ def prune_artifact(cfg: PruneConfig) -> dict:
     x0 = example_input(card.size)
     if importance == "attention":
         card_scores(model, card)  # one-line error for a model trained without attention
-    train_split = data.load(cfg.data).train if cfg.data else None  # indexed once
-
-    has_test = bool(cfg.data) and data.load(cfg.data).test is not None
+    splits = data.load(cfg.data) if cfg.data else None
+    train_split, has_test = (splits.train, splits.test is not None) if splits else (None, False)
 
     def measure(m: nn.Module, m_card: ModelCard) -> dict:
         """Size, and accuracy on val (what fine-tuning selects on) and test (what it does not)."""

@@ -280,6 +280,7 @@ def defaults(results: Path) -> list[str]:
                   f"before fine-tuning: {pct(prune.get('refit_val_top1'))} val; fine-tune kept epoch "
                   f"{prune.get('kept_epoch')} (0 = the refitted state). Wall time: "
                   + ", ".join(f"{k} {v / 60:.1f} min" for k, v in doc["seconds"].items()) + ".", ""]  # fmt: skip
+        lines += [doc["note"], ""] if doc.get("note") else []
     return lines
 
 

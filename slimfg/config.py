@@ -157,7 +157,7 @@ class PruneConfig:
     workers: int = 2
     seed: int = 0
     bn_stats: str = "refit"
-    calib_images: int = 512
+    calib_images: int = 2048  # capped by the train split; the refit streams them (docs/method.md)
     bn_batches: int = 50
     # Distillation from the unpruned model while fine-tuning (weight of the soft-target loss).
     distill: float = 0.9

@@ -257,12 +257,13 @@ def test_match_bn_restores_the_outputs_when_the_pruned_channels_are_silent():
 
 def test_bn_stats_modes_through_prune(tiny_data, tmp_path):
     """`--bn-stats match` and `recal` change the pruned model's BN statistics, `none`
-    keeps the unpruned model's for every kept channel, `refit` keeps them too and
-    changes the conv weights instead; a bad mode is a one-line error."""
+    keeps the unpruned model's for every kept channel, `refit` changes the conv weights
+    and then re-anchors the BN statistics to the pruned model's real ones (`anchor_bn`);
+    a bad mode is a one-line error."""
     cfg = TrainConfig(data=str(tiny_data), out=str(tmp_path / "run"), arch="resnet18", weights="none",
                       schedule="fa", image_size=32, batch_size=4, workers=0)  # fmt: skip
     dense = train(cfg)
-    stats, convs = {}, {}
+    stats, convs, gammas = {}, {}, {}
     for mode in ("none", "match", "recal", "refit"):
         out = tmp_path / f"{mode}.safetensors"
         prune_job(
@@ -271,10 +272,13 @@ def test_bn_stats_modes_through_prune(tiny_data, tmp_path):
         model, _ = artifact.load(out)
         stats[mode] = model.layer1[0].bn2.running_mean  # its channels are tied to the stem's
         convs[mode] = model.layer1[0].conv2.weight
+        gammas[mode] = model.layer1[0].bn2.weight
     dense_bn = artifact.load(dense)[0].layer1[0].bn2.running_mean
     assert set(stats["none"].tolist()) <= set(dense_bn.tolist())
     assert not torch.equal(stats["match"], stats["none"]) and not torch.equal(stats["recal"], stats["none"])
-    assert torch.equal(stats["refit"], stats["none"]) and not torch.equal(convs["refit"], convs["none"])
+    assert not torch.equal(convs["refit"], convs["none"]) and not torch.equal(stats["refit"], stats["none"])
+    assert not torch.equal(gammas["refit"], gammas["none"])  # anchoring rescales gamma with the statistics
+    assert torch.equal(gammas["match"], gammas["none"]) and torch.equal(convs["match"], convs["none"])
     with pytest.raises(SlimfgError, match="--bn-stats"):
         prune_job(dense, tmp_path / "x.safetensors", keep=0.5, data=str(tiny_data), bn_stats="bogus")
 

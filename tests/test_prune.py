@@ -429,9 +429,10 @@ def test_fine_tuning_that_only_hurts_keeps_the_repaired_state(tiny_data, tmp_pat
     """A fine-tune at an absurd lr wrecks the model; with keep_best (the prune default) the
     saved model is the refitted one, exactly, and the report says so; with --keep-last it
     is the wrecked one."""
+    # lite0 with its ImageNet weights: accurate enough that wrecking it shows
     cfg = TrainConfig(
         data=str(tiny_data), out=str(tmp_path / "run"), schedule="ff", image_size=64, batch_size=4, workers=0
-    )  # fmt: skip  (lite0 with ImageNet weights: a model worth keeping)
+    )
     dense = train(cfg)
     common = {"keep": 0.5, "data": str(tiny_data), "latency": False, "batch_size": 4, "workers": 0}
     prune_job(dense, tmp_path / "repaired.safetensors", **common, finetune="")

@@ -212,9 +212,14 @@ def _check_classes(classes: list[str], folder: Path) -> list[str]:
     return classes
 
 
+def images_of(batch) -> torch.Tensor:
+    """The images of an (images, labels, ...) batch, or a bare image tensor itself."""
+    return batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
 def batch_images(batches) -> torch.Tensor:
     """The images of (images, labels, ...) batches, or of bare image tensors, as one tensor."""
-    return torch.cat([b[0] if isinstance(b, (tuple, list)) else b for b in batches])
+    return torch.cat([images_of(b) for b in batches])
 
 
 class Transformed(Dataset):

@@ -14,6 +14,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from slimfg.data import images_of
+
 
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, batches: Iterable) -> None:
@@ -130,7 +132,7 @@ def anchor_bn(model: nn.Module, calib: Iterable) -> int:
     try:
         model.eval()
         for b in calib:
-            model(b[0] if isinstance(b, (tuple, list)) else b)
+            model(images_of(b))
     finally:
         for h in handles:
             h.remove()
@@ -227,7 +229,7 @@ def refit(model: nn.Module, dense: nn.Module, calib: Iterable, kept: dict | None
     activations, the Gram matrices and the sampled targets (at most `max_rows` x the
     layer's kept channels x 4 bytes per layer). Returns the refitted layers' names.
     """
-    batches = [b[0] if isinstance(b, (tuple, list)) else b for b in calib]
+    batches = [images_of(b) for b in calib]
     images, kept = sum(len(b) for b in batches), kept or {}
     names = [name for name, layer in model.named_modules() if _refittable(layer)]
     rows: dict[tuple[str, int], torch.Tensor | None] = {}  # sampled positions per (layer, batch)

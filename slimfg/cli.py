@@ -305,7 +305,9 @@ def eval_(model, data, split, per_class, batch_size, workers, device, json_out) 
 
 
 @main.command()
-@click.option("--out", default="runs/demo", show_default=True, help="Run directory; replaced if it exists.")
+@click.option(
+    "--out", default="runs/demo", show_default=True, help="Run folder: new, empty, or an earlier demo's."
+)
 @click.option("--schedule", default="faaa", show_default=True, help="Phase schedule for the demo run.")
 @click.option(
     "--image-size", type=click.IntRange(8), default=128, show_default=True, help="Input size in px."
@@ -597,7 +599,7 @@ def predict(model: str, images: tuple[str, ...], top_k: int, as_json: bool) -> N
     """Classify IMAGES with an exported slimfg ONNX MODEL (onnxruntime + numpy + pillow)."""
     from PIL import UnidentifiedImageError
 
-    from slimfg.runtime import Predictor
+    from slimfg.runtime import ImageTooLargeError, Predictor
 
     if not model.endswith(".onnx"):
         raise SlimfgError(f"{model} is not an ONNX file; run `slimfg export {model}` first")
@@ -611,6 +613,8 @@ def predict(model: str, images: tuple[str, ...], top_k: int, as_json: bool) -> N
     for image in images:
         try:
             results[image] = predictor.predict(image, top_k)
+        except ImageTooLargeError as e:
+            raise SlimfgError(f"image too large: {e}") from None
         except (FileNotFoundError, UnidentifiedImageError, OSError) as e:
             raise SlimfgError(f"cannot read image {image}: {e}") from None
     if as_json:

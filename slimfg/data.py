@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms as T
 
 from slimfg.errors import SlimfgError, unknown_name
+from slimfg.runtime import MAX_PIXELS
 
 log = logging.getLogger("slimfg")
 
@@ -65,12 +67,15 @@ def transforms(pre: dict, train: bool, crop_scale: float = 0.08) -> T.Compose:
 
 
 def _readable(path: Path) -> bool:
-    """Header check only (cheap): PIL identifies the format without decoding pixels."""
+    """Header check only (cheap): PIL identifies the format without decoding pixels.
+    An image over the pixel limit (runtime.MAX_PIXELS, PIL's decompression-bomb limit)
+    counts as unreadable: decoding it could take gigabytes."""
     try:
-        with Image.open(path) as img:
-            img.size  # noqa: B018 - forces the header parse
-        return True
-    except (UnidentifiedImageError, OSError, ValueError):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below instead
+            with Image.open(path) as img:
+                return img.width * img.height <= MAX_PIXELS
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
         return False
 
 
@@ -90,7 +95,7 @@ class ImageFiles(Dataset):
             self.skipped += len(files) - len(good)
             for p in files:
                 if p not in good:
-                    log.warning("skipping unreadable file %s", p)
+                    log.warning("skipping unreadable file (or one over %d pixels) %s", MAX_PIXELS, p)
             if not good:
                 raise SlimfgError(f"class folder {folder} has no readable images")
             self.samples += [(p, label) for p in good]
@@ -103,7 +108,7 @@ class ImageFiles(Dataset):
         try:
             with Image.open(path) as img:
                 img = img.convert("RGB")
-        except (OSError, ValueError, SyntaxError):  # truncated or corrupt pixel data
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):  # corrupt pixel data
             log.warning("skipping image that fails to decode: %s", path)
             return None
         return img, label

@@ -31,6 +31,7 @@ from slimfg.evaluate import evaluate_model
 from slimfg.exporters import EXPORTERS, SUFFIX, check_format, uses_int8
 from slimfg.exporters.common import ExportResult, check_writable, inputs_from_data
 from slimfg.exporters.onnx import export_onnx
+from slimfg.io import temp_dir
 from slimfg.pruning.graph import count, example_input, weights_bytes
 from slimfg.pruning.importance import GRADIENT_IMPORTANCES, card_scores
 from slimfg.pruning.pruner import prune
@@ -149,7 +150,7 @@ def _finetune(model: nn.Module, card: ModelCard, cfg: PruneConfig) -> tuple[nn.M
     out = Path(cfg.out)
     run = out.with_name(out.stem + "_finetune")
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+    with temp_dir(out) as tmp:
         pruned = Path(tmp) / "pruned.safetensors"
         artifact.save(pruned, model, card)
         mode = "out" if set(ATTENTION_PHASES) & set(cfg.schedule) else "none"
@@ -182,13 +183,31 @@ def default_export_path(model_path: str, fmt: str) -> str:
     return str(Path(model_path).with_suffix("")) + ("_int8" if fmt == "onnx-int8" else "") + SUFFIX[fmt]
 
 
+DEMO_MARK = ".slimfg-demo"
+
+
+def demo_folder(run: Path) -> Path:
+    """A folder for the demo to write: new or empty (then marked as the demo's), or one an
+    earlier demo made (emptied: every file in it is the demo's). Any other folder is refused,
+    never deleted: it may hold a real run."""
+    if run.exists() and not run.is_dir():
+        raise SlimfgError(f"--out {run} is a file, not a folder")
+    if run.is_dir() and any(run.iterdir()):
+        if not (run / DEMO_MARK).is_file():
+            raise SlimfgError(
+                f"--out {run} is not empty and not an earlier demo's folder; choose another --out"
+            )
+        shutil.rmtree(run)
+    run.mkdir(parents=True, exist_ok=True)
+    (run / DEMO_MARK).write_text("made by `slimfg demo`, which empties this folder when it runs again\n")
+    return run
+
+
 def demo(out: str = "runs/demo", schedule: str = "faaa", image_size: int = 128, keep: float = 0.6,
          rounds: int = 10, echo=print) -> None:  # fmt: skip
     """Offline demo on the bundled Flowers sample with the bundled lite0 ImageNet weights:
     train with attention -> prune + fine-tune -> export ONNX and int8 -> bench."""
-    run = Path(out)
-    if (run / "config.json").is_file():
-        shutil.rmtree(run)
+    run = demo_folder(Path(out))
     sample = str(data.SAMPLE)
     echo(f"[1/4] train lite0 ({schedule}) on the bundled sample: {sample}")
     dense = train(TrainConfig(data=sample, out=out, schedule=schedule, image_size=image_size))

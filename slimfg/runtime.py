@@ -14,6 +14,7 @@ a test runs it in a fresh interpreter and checks `sys.modules`.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -105,9 +106,28 @@ class Predictor:
         return [[(self.classes[i], float(p[i])) for i in row] for p, row in zip(probs, top, strict=True)]
 
 
+# Larger images are refused before their pixels are decoded: PIL's own decompression-bomb
+# limit (about 89 megapixels), so a crafted header cannot make an app allocate gigabytes.
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS
+
+
+class ImageTooLargeError(ValueError):
+    """An image whose header declares more than MAX_PIXELS pixels (refused, not decoded)."""
+
+
 def _open(image) -> Image.Image:
     if isinstance(image, Image.Image):
         return image
-    with Image.open(image) as img:
-        img.load()
-        return img
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below instead
+            img = Image.open(image)
+        with img:
+            if img.width * img.height > MAX_PIXELS:
+                raise ImageTooLargeError(
+                    f"{image}: {img.width}x{img.height} pixels is over the {MAX_PIXELS:,} limit"
+                )
+            img.load()
+            return img
+    except Image.DecompressionBombError as e:
+        raise ImageTooLargeError(f"{image}: {e}") from None

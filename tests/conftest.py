@@ -37,3 +37,21 @@ def sample_copy(tmp_path: Path) -> Path:
     dst = tmp_path / "sample"
     shutil.copytree(SAMPLE, dst)
     return dst
+
+
+def write_bomb_png(path: Path, side: int = 100_000) -> Path:
+    """A tiny PNG whose header declares side x side pixels (a decompression bomb)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
+    return path

@@ -12,6 +12,7 @@ from slimfg import artifact, models
 from slimfg.card import ModelCard
 from slimfg.cli import main
 from slimfg.config import DEFAULT_LR
+from tests.conftest import write_bomb_png
 
 FAST = [
     "--arch",
@@ -184,3 +185,35 @@ def test_bad_option_values_are_one_line_errors(tmp_path, args, fragment):
     result = run(args)
     assert_one_line_error(result, fragment)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_train_skips_a_decompression_bomb(tmp_path, tiny_data, caplog):
+    cls = sorted((tiny_data / "train").iterdir())[0]
+    write_bomb_png(cls / "bomb.png")
+    out = tmp_path / "run"
+    result = run(["train", str(tiny_data), "--out", str(out), *FAST, "--schedule", "f"])
+    assert result.exit_code == 0, result.output
+    assert "skipped 1 unreadable file" in caplog.text and "Traceback" not in result.output
+    assert (out / "model.safetensors").is_file()
+
+
+def test_demo_refuses_a_folder_it_did_not_make(tmp_path):
+    run_dir = tmp_path / "flowers"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text("{}")  # what every training run folder holds
+    (run_dir / "model.safetensors").write_bytes(b"a real run")
+    assert_one_line_error(run(["demo", "--out", str(run_dir)]), "not an earlier demo's folder")
+    assert sorted(p.name for p in run_dir.iterdir()) == ["config.json", "model.safetensors"]
+    assert (run_dir / "model.safetensors").read_bytes() == b"a real run"
+
+
+def test_demo_folder_is_reused_only_when_the_demo_made_it(tmp_path):
+    from slimfg.pipeline import DEMO_MARK, demo_folder
+
+    run_dir = demo_folder(tmp_path / "demo")  # new: made and marked
+    (run_dir / "model.safetensors").write_bytes(b"old demo output")
+    assert demo_folder(run_dir) == run_dir
+    assert sorted(p.name for p in run_dir.iterdir()) == [DEMO_MARK]  # emptied: all of it was the demo's
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert (demo_folder(empty) / DEMO_MARK).is_file()

@@ -7,6 +7,8 @@ from PIL import Image
 
 from slimfg import data
 from slimfg.errors import SlimfgError
+from slimfg.runtime import MAX_PIXELS
+from tests.conftest import write_bomb_png
 
 
 def test_imagefolder_splits(tiny_data):
@@ -31,8 +33,11 @@ def test_bad_files_are_skipped_and_counted(tiny_data):
     (cls / "readme.txt").write_text("neither is this")
     # A JPEG cut in half: its header parses, its pixels do not decode.
     (cls / "truncated.jpg").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    # Headers that declare more pixels than the limit: one past PIL's bomb error, one just over.
+    write_bomb_png(cls / "bomb.png")
+    write_bomb_png(cls / "big.png", side=int(MAX_PIXELS**0.5) + 1)
     splits = data.load(tiny_data)
-    assert splits.skipped == 2  # the text files; the truncated JPEG fails only on decode
+    assert splits.skipped == 4  # text files and bombs; the truncated JPEG fails only on decode
     pre = {"size": 32, "mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "bilinear", "crop_pct": 1.0}
     batches = list(data.loader(splits.train, pre, False, batch_size=64, workers=0))
     x, y, skipped = batches[0]

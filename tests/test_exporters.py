@@ -253,3 +253,55 @@ def test_example_app_embeds_the_onnx_model(lite0_onnx):
     assert proc.returncode == 0, proc.stderr
     label, _ = Predictor(lite0_onnx).predict(SAMPLE_IMAGES[0], k=1)[0]
     assert proc.stdout.splitlines()[1].split()[-1] == label
+
+
+def test_predict_refuses_a_decompression_bomb(lite0_onnx, tmp_path):
+    from slimfg.runtime import ImageTooLargeError
+    from tests.conftest import write_bomb_png
+
+    bomb = write_bomb_png(tmp_path / "bomb.png")
+    with pytest.raises(ImageTooLargeError, match="100000x100000|exceeds limit"):
+        Predictor(lite0_onnx).predict(bomb)
+    result = CliRunner().invoke(main, ["predict", str(lite0_onnx), str(bomb)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith("error: image too large")
+
+
+def test_killed_export_leaves_only_hidden_temp_files_that_the_next_run_removes(imagenet_lite0, tmp_path):
+    """kill -9 runs no cleanup: what it leaves must be hidden and must not look complete."""
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "exports" / "m_int8.onnx"
+    argv = [sys.executable, "-m", "slimfg", "export", str(imagenet_lite0), "--format", "onnx-int8",
+            "--out", str(out), "--calib", str(data.SAMPLE)]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (out.parent.is_dir() and any(out.parent.glob(".*.tmp-*"))):
+        assert proc.poll() is None and time.monotonic() < deadline, "export ended before its temp folder"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    left = list(out.parent.iterdir())
+    assert left and all(p.name.startswith(".") for p in left), left
+    result = CliRunner().invoke(main, argv[3:])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.parent.iterdir()) == ["m_int8.onnx"]
+
+
+def test_artifacts_get_the_users_umask_permissions(tmp_path):
+    import os
+
+    model = models.build("resnet18", 2, "none")
+    card = ModelCard(arch="resnet18", num_classes=2, classes=["a", "b"],
+                     preprocessing=models.preprocessing("resnet18", 32))  # fmt: skip
+    old = os.umask(0o027)
+    try:
+        artifact.save(tmp_path / "m.safetensors", model, card)
+        export_onnx(model.eval(), card, tmp_path / "m.onnx", torch.randn(2, 3, 32, 32))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m.safetensors").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "m.onnx").stat().st_mode & 0o777 == 0o640

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ from slimfg.config import ExportConfig
 from slimfg.errors import SlimfgError
 from slimfg.exporters.common import ExportInputs, ExportResult, accuracy, compare, ort_runner
 from slimfg.exporters.onnx import export_onnx, read_metadata, set_metadata
-from slimfg.io import atomic_path
+from slimfg.io import atomic_path, temp_dir
 
 log = logging.getLogger("slimfg")
 
@@ -66,7 +65,7 @@ def export_int8(model: nn.Module, card: ModelCard, out: Path, inputs: ExportInpu
     if inputs.calib is None:
         raise SlimfgError("--format onnx-int8 needs --calib DATA (real images to calibrate on)")
     calib_x, verify_x = inputs.calib, inputs.verify[: cfg.verify_images]
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+    with temp_dir(out) as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
         export_onnx(model, card, fp32, verify_x)
         with atomic_path(out) as tmp_out:

@@ -4,7 +4,6 @@ the OpenVINO CPU runtime against ONNX Runtime on real images (same top-1)."""
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from torch import nn
@@ -14,6 +13,7 @@ from slimfg.config import ExportConfig
 from slimfg.errors import SlimfgError
 from slimfg.exporters.common import ExportInputs, ExportResult, compare, ort_runner, write_sidecar
 from slimfg.exporters.onnx import RTOL, export_onnx, read_metadata
+from slimfg.io import temp_dir
 
 
 def openvino_runner(xml: str | Path, threads: int | None = None, precision: str = "f32"):
@@ -41,7 +41,7 @@ def export_openvino(model: nn.Module, card: ModelCard, out: Path, inputs: Export
     if out.suffix != ".xml":
         raise SlimfgError(f"OpenVINO IR path must end in .xml (the .bin goes beside it), got {out}")
     x = inputs.verify[: cfg.verify_images]
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+    with temp_dir(out) as tmp:
         onnx_path = Path(tmp) / "model.onnx"
         export_onnx(model, card, onnx_path, x)
         xml = Path(tmp) / out.name

@@ -11,7 +11,6 @@ a strongly typed network. The optimisation profile covers the dynamic batch
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ from slimfg.errors import SlimfgError
 from slimfg.exporters.common import ExportInputs, ExportResult, compare, ort_runner, write_sidecar
 from slimfg.exporters.onnx import export_onnx, read_metadata
 from slimfg.exporters.onnx_int8 import export_int8
-from slimfg.io import atomic_path
+from slimfg.io import atomic_path, temp_dir
 
 INSTALL = "pip install 'slimfg[trt]' on a machine with an NVIDIA GPU and CUDA"
 
@@ -108,7 +107,7 @@ def export_trt(model: nn.Module, card: ModelCard, out: Path, inputs: ExportInput
                cfg: ExportConfig) -> ExportResult:  # fmt: skip
     trt = require_tensorrt()
     x = inputs.verify[: cfg.verify_images]
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+    with temp_dir(out) as tmp:
         fp32 = Path(tmp) / "model.onnx"
         export_onnx(model, card, fp32, x)
         source, typed = fp32, False

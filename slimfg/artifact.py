@@ -95,7 +95,7 @@ def load(path: str | Path) -> tuple[nn.Module, ModelCard]:
     if card.pruning:
         replay(model, card.pruning, example_input(card.size))
     try:
-        model.load_state_dict(tensors, strict=True)
+        models.load_state(model, tensors)
     except RuntimeError:
         raise SlimfgError(
             f"{path} does not match its arch {card.arch!r} (tensor names or shapes differ)"

@@ -8,6 +8,7 @@ Weights: `imagenet`, a local `.safetensors` / `.pth` file, or `none`.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 
 import timm
@@ -27,6 +28,11 @@ def torchvision_archs() -> list[str]:
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
+# torchvision models with auxiliary classifiers: built without them, so training and export
+# see one logits tensor (the auxiliary heads only help ImageNet training from scratch).
+AUX_HEADS = {"googlenet": ("aux1.", "aux2."), "inception_v3": ("AuxLogits.",)}
+
+
 def _check_arch(arch: str) -> None:
     if arch == DEFAULT_ARCH:
         return
@@ -44,7 +50,8 @@ def _create(arch: str, pretrained: bool) -> nn.Module:
     try:
         if arch == DEFAULT_ARCH or arch.startswith("timm:"):
             return timm.create_model(arch.removeprefix("timm:"), pretrained=pretrained)
-        return torchvision.models.get_model(arch, weights="DEFAULT" if pretrained else None)
+        extra = {"aux_logits": False} if arch in AUX_HEADS else {}
+        return torchvision.models.get_model(arch, weights="DEFAULT" if pretrained else None, **extra)
     except Exception as e:  # any download failure: offline, proxy, hub outage
         if not pretrained:
             raise
@@ -120,6 +127,8 @@ def load_weights_into(model: nn.Module, state: dict[str, torch.Tensor], arch: st
     """Load a state dict; head tensors whose shape differs (another class count) are skipped."""
     head = classifier_name(model)
     own = model.state_dict()
+    aux = AUX_HEADS.get(arch, ())
+    state = {k: v for k, v in state.items() if not k.startswith(aux)} if aux else state
     state = {
         k: v
         for k, v in state.items()
@@ -134,12 +143,34 @@ def load_weights_into(model: nn.Module, state: dict[str, torch.Tensor], arch: st
             f"weights {src} do not match arch {arch!r} ({len(bad)} wrong shapes, "
             f"{len(missing)} missing, {len(unexpected)} unexpected tensors, e.g. {example!r})"
         )
-    model.load_state_dict(state, strict=False)
+    load_state(model, state, strict=False)
+
+
+def load_state(model: nn.Module, tensors: dict[str, torch.Tensor], strict: bool = True) -> None:
+    """`load_state_dict` for tensors read from a file. Modules that version their state
+    dict (torchvision's MNASNet) read the version from its metadata, which safetensors
+    does not keep: the model's own metadata stands in (same module tree)."""
+    state = OrderedDict(tensors)
+    state._metadata = model.state_dict()._metadata  # type: ignore[attr-defined]
+    model.load_state_dict(state, strict=strict)
+
+
+# Models slimfg refuses up front, by name prefix, with the reason (benchmarks/support.py
+# runs every torchvision model and the timm families through the whole path).
+UNSUPPORTED: dict[str, str] = {}
+
+
+def check_supported(arch: str) -> None:
+    """A one-line SlimfgError, before any work, for a model slimfg cannot take end to end."""
+    _check_arch(arch)
+    for prefix, reason in UNSUPPORTED.items():
+        if arch.startswith(prefix):
+            raise SlimfgError(f"{arch} is not supported: {reason}")
 
 
 def build(arch: str, num_classes: int, weights: str = "imagenet") -> nn.Module:
     """The CNN `arch` with `weights` loaded and a fresh head for `num_classes` classes."""
-    _check_arch(arch)
+    check_supported(arch)
     if weights == "imagenet" and arch in (DEFAULT_ARCH, f"timm:{DEFAULT_ARCH}"):
         model = _lite0_imagenet()
     elif weights in ("imagenet", "none"):

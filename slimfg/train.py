@@ -83,7 +83,7 @@ def _restore(run: Path, model: nn.Module, cfg: TrainConfig) -> tuple[int, list[d
     diff = sorted(k for k in saved if json.dumps(saved[k]) != json.dumps(mine[k]))
     if diff:
         raise SlimfgError(f"--resume with a different config than the run in {run}: {', '.join(diff)}")
-    model.load_state_dict(tensors)
+    models.load_state(model, tensors)
     return meta["epoch"], meta["history"]
 
 
@@ -233,7 +233,7 @@ def train(cfg: TrainConfig) -> Path:
 
     kept_epoch = len(cfg.schedule)
     if best is not None and best[1] != kept_epoch:
-        model.load_state_dict(best[2])
+        models.load_state(model, best[2])
         kept_epoch = best[1]
         log.info(
             "kept the weights of epoch %d (val top-1 %.4f), the best on the val split", kept_epoch, best[0]

@@ -64,7 +64,10 @@ def to_proto(model: nn.Module, card: ModelCard, inputs: torch.Tensor, static_bat
     import onnx
     import onnxslim
 
-    example = inputs[:1] if static_batch is None else inputs[:1].expand(static_batch, -1, -1, -1)
+    # An example batch of 2, not 1: with 1, torch.export cannot tell a batch that broadcasts
+    # from one that does not, and guards the dynamic batch to <= 2 where a feature map is 2
+    # pixels wide (convnext at 64 px).
+    example = inputs[:1].expand(static_batch or 2, -1, -1, -1)
     dynamic = None if static_batch else ({0: torch.export.Dim("batch", min=1, max=1024)},)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -4,6 +4,9 @@ the residual streams)."""
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+
 import torch
 import torch_pruning as tp
 from torch import nn
@@ -14,9 +17,75 @@ def example_input(size: int) -> torch.Tensor:
     return torch.zeros(1, 3, size, size)
 
 
+# Functions that permute channels through a reshape (ShuffleNet's channel shuffle), which
+# torch-pruning's graph cannot follow (it fails while building the graph).
+CHANNEL_SHUFFLES = (("torchvision.models.shufflenetv2", "channel_shuffle"),)
+
+
+@contextlib.contextmanager
+def hidden_shuffles(seen: list | None = None):
+    """While torch-pruning traces, every channel shuffle is the identity; `seen` collects
+    the autograd node of each shuffle's input, so that `shuffled_layers` can keep every
+    channel that passes through a shuffle out of pruning. Pruning the other channels with
+    this graph is exact: their dependencies never cross a shuffle."""
+
+    def identity(x, *_args, **_kwargs):
+        if seen is not None:
+            seen.append(x.grad_fn)
+        return x
+
+    patched = []
+    for module_name, name in CHANNEL_SHUFFLES:
+        module = importlib.import_module(module_name)
+        patched.append((module, name, getattr(module, name)))
+        setattr(module, name, identity)
+    try:
+        yield
+    finally:
+        for module, name, original in patched:
+            setattr(module, name, original)
+
+
 def dependency_graph(model: nn.Module, example_inputs: torch.Tensor) -> tp.DependencyGraph:
-    with torch.enable_grad():  # torch-pruning traces the graph through autograd
-        return tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs, verbose=False)
+    seen: list = []
+    with torch.enable_grad(), hidden_shuffles(seen):  # torch-pruning traces through autograd
+        graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs, verbose=False)
+    graph.shuffle_inputs = seen
+    return graph
+
+
+def shuffled_layers(
+    model: nn.Module, example_inputs: torch.Tensor, ignored: list[nn.Module]
+) -> list[nn.Module]:
+    """Convs and Linears whose output channels pass through a channel shuffle: unprunable.
+
+    A layer whose group torch-pruning cannot even index on the shuffle-free graph (its
+    channels reach a shuffle through a concatenation) counts too."""
+    calls: list = []
+    was_training = model.training
+    with torch.no_grad(), hidden_shuffles(calls):  # one cheap forward: does it shuffle at all?
+        model.eval()(example_inputs)
+    model.train(was_training)
+    if not calls:
+        return []
+    graph = dependency_graph(model, example_inputs)
+    fed = {id(fn) for fn in graph.shuffle_inputs if fn is not None}
+    layers: list[nn.Module] = []
+    for layer in model.modules():
+        if not isinstance(layer, (nn.Conv2d, nn.Linear)) or layer in ignored or layer in layers:
+            continue
+        pruner = graph.get_pruner_of_module(layer)
+        try:
+            group = graph.get_pruning_group(
+                layer, pruner.prune_out_channels, list(range(pruner.get_out_channels(layer)))
+            )
+        except (IndexError, ValueError, ZeroDivisionError):
+            layers.append(layer)
+            continue
+        if any(id(dep.target.grad_fn) in fed for dep, _ in group):
+            cut = [dep.target.module for dep, _ in group if prunes_out(dep)]
+            layers += [m for m in cut if isinstance(m, (nn.Conv2d, nn.Linear)) and m not in layers]
+    return layers
 
 
 def replay(model: nn.Module, record: dict, example_inputs: torch.Tensor) -> nn.Module:

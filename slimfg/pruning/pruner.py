@@ -10,6 +10,7 @@ re-applies to a fresh model.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import torch
@@ -18,7 +19,14 @@ from torch import nn
 
 from slimfg import attention, models
 from slimfg.errors import SlimfgError, unknown_name
-from slimfg.pruning.graph import count, prunes_out, residual_groups, stem_convs
+from slimfg.pruning.graph import (
+    count,
+    hidden_shuffles,
+    prunes_out,
+    residual_groups,
+    shuffled_layers,
+    stem_convs,
+)
 from slimfg.pruning.importance import (
     GRADIENT_IMPORTANCES,
     IMPORTANCES,
@@ -27,6 +35,8 @@ from slimfg.pruning.importance import (
     accumulate_gradients,
     attention_taylor_scores,
 )
+
+log = logging.getLogger("slimfg")
 
 
 @dataclass
@@ -74,21 +84,28 @@ def build_pruner(model, example_inputs, importance, keep, global_pruning=False, 
         raise SlimfgError(f"--keep-residual must be in (0, 1], got {keep_residual}")
     head = model.get_submodule(models.classifier_name(model))
     ignored = [head, *(stem_convs(model, example_inputs) if protect_stem else [])]
+    shuffled = shuffled_layers(model, example_inputs, ignored)
+    if shuffled:
+        names = [name for name, m in model.named_modules() if m in set(shuffled)]
+        log.warning("not pruning %d layers whose channels pass through a channel shuffle: %s%s",
+                    len(names), ", ".join(names[:4]), ", ..." if len(names) > 4 else "")  # fmt: skip
+        ignored += shuffled
     ratios = None
     if keep_residual != keep and keep < 1:
         ratios = dict.fromkeys(residual_groups(model, example_inputs, ignored), 1.0 - keep_residual)
-    return tp.pruner.BasePruner(
-        model,
-        example_inputs,
-        importance=importance,
-        pruning_ratio=1.0 - keep,
-        pruning_ratio_dict=ratios,
-        global_pruning=global_pruning,
-        # Global ranking may empty a layer that the task barely uses; keep 10% of each.
-        max_pruning_ratio=0.9,
-        round_to=round_to,
-        ignored_layers=ignored,
-    )
+    with hidden_shuffles():
+        return tp.pruner.BasePruner(
+            model,
+            example_inputs,
+            importance=importance,
+            pruning_ratio=1.0 - keep,
+            pruning_ratio_dict=ratios,
+            global_pruning=global_pruning,
+            # Global ranking may empty a layer that the task barely uses; keep 10% of each.
+            max_pruning_ratio=0.9,
+            round_to=round_to,
+            ignored_layers=ignored,
+        )
 
 
 def _criterion(model: nn.Module, importance: str, keep: float, calib: Batches | None,

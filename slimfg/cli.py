@@ -10,6 +10,7 @@ import json
 import logging
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -37,6 +38,18 @@ KEEP = click.FloatRange(0, 1, min_open=True)
 SHARE = click.FloatRange(0, 1)
 
 
+QUIET_LIBRARIES = (
+    "torch",
+    "torchvision",
+    "timm",
+    "torch_pruning",
+    "onnx",
+    "onnxscript",
+    "onnx_ir",
+    "onnxslim",
+)
+
+
 class Group(click.Group):
     """Turns SlimfgError and bad option values into one line on stderr and exit code 2."""
 
@@ -56,12 +69,20 @@ class Group(click.Group):
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="slimfg")
-def main() -> None:
+@click.option("--verbose", is_flag=True, help="Show the libraries' own logs and warnings.")
+def main(verbose: bool) -> None:
     """Adapt a pretrained CNN to a fine-grained task with per-filter attention, then
     rank, prune and export it."""
-    # slimfg's own progress at INFO; libraries (onnxscript, onnx_ir, ...) only warnings.
-    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    # slimfg's own progress at INFO; the libraries' logs (torch.export's guard dumps,
+    # onnxscript, ...) and warnings only with --verbose.
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(message)s", stream=sys.stderr
+    )
     log.setLevel(logging.INFO)
+    if not verbose:
+        for name in QUIET_LIBRARIES:
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+        warnings.filterwarnings("ignore", module=rf"({'|'.join(QUIET_LIBRARIES)})(\.|$)")
     signal.signal(signal.SIGTERM, request_stop)  # `kill` unwinds like Ctrl-C
 
 

@@ -305,3 +305,13 @@ def test_artifacts_get_the_users_umask_permissions(tmp_path):
         os.umask(old)
     assert (tmp_path / "m.safetensors").stat().st_mode & 0o777 == 0o640
     assert (tmp_path / "m.onnx").stat().st_mode & 0o777 == 0o640
+
+
+def test_convnext_exports_at_a_small_input_size(tmp_path):
+    """At 64 px convnext's last feature map is 2 px wide; traced at batch 1, torch.export
+    guarded the dynamic batch to <= 2 and the export failed."""
+    model = models.build("convnext_tiny", 3, "none").eval()
+    card = ModelCard(arch="convnext_tiny", num_classes=3, classes=list("abc"),
+                     preprocessing=models.preprocessing("convnext_tiny", 64))  # fmt: skip
+    result = export_onnx(model, card, tmp_path / "c.onnx", torch.randn(5, 3, 64, 64))
+    assert result.verification["top1_agreement"] == 1.0

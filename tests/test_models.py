@@ -1,5 +1,6 @@
 import pytest
 import torch
+import torchvision
 from PIL import Image
 from safetensors.torch import save_file
 from skimage import data as skdata
@@ -76,3 +77,16 @@ def test_imagenet_download_failure_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(SlimfgError, match="could not download ImageNet weights.*--weights none") as e:
         models.build("resnet18", 10, "imagenet")
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("arch", ["googlenet", "inception_v3"])
+def test_auxiliary_heads_are_left_out(arch, tmp_path):
+    """Training mode returns one logits tensor, and a torchvision checkpoint with the
+    auxiliary heads still loads (their tensors are dropped)."""
+    model = models.build(arch, 4, "none").train()
+    assert isinstance(model(torch.randn(2, 3, 96, 96)), torch.Tensor)
+    full = torchvision.models.get_model(arch, weights=None, aux_logits=True, init_weights=False)
+    save_file({k: v.contiguous() for k, v in full.state_dict().items()}, tmp_path / "w.safetensors")
+    loaded = models.build(arch, 4, str(tmp_path / "w.safetensors"))
+    stem = "conv1.conv.weight" if arch == "googlenet" else "Conv2d_1a_3x3.conv.weight"
+    assert torch.equal(loaded.state_dict()[stem], full.state_dict()[stem])

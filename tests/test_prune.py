@@ -79,6 +79,24 @@ def test_prune_save_reload_identical(arch, tmp_path):
         assert torch.equal(loaded(x), y)
 
 
+@pytest.mark.parametrize("arch", ["googlenet", "mnasnet1_0", "shufflenet_v2_x1_0"])
+def test_models_that_used_to_fail_prune_and_reload(arch, tmp_path, caplog):
+    """Auxiliary heads (googlenet), a versioned state dict (MNASNet), a channel shuffle
+    (ShuffleNetV2: the layers whose channels pass through it stay whole, with a warning)."""
+    model, card = attention_model(arch)
+    result = prune_model(model, card, keep=0.5)
+    assert result.after["params"] < 0.7 * result.before["params"]
+    assert ("channel shuffle" in caplog.text) == arch.startswith("shufflenet")
+    x = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        y = model(x)
+    path = tmp_path / "p.safetensors"
+    artifact.save(path, model, replace(card, pruning=result.record()))
+    loaded, _ = artifact.load(path)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), y)
+
+
 def test_keep_one_changes_nothing():
     model, card = attention_model("resnet18")
     x = torch.randn(2, 3, SIZE, SIZE)

@@ -14,7 +14,7 @@ cosine lr decay, random crops of at least 35% of the image.
 
 Usage: python benchmarks/transfer.py DATA [--per-class 15] [--image-size 128] [--epochs 5]
        [--methods head,full,bn,attention,attention-full,authors,attention-joint] [--lr a=1e-2]
-       [--lr-decay cosine] [--crop-scale 0.35] [--quick]
+       [--lr-decay cosine] [--crop-scale 0.35] [--keep-best] [--quick]
        (a custom method is NAME=SCHEDULE/ATTENTION, e.g. --methods ab=fabab/out)
 """
 
@@ -79,6 +79,7 @@ def main() -> None:
     parser.add_argument("--lr", default=TUNED_LR, help="per-phase lr (slimfg train --lr syntax)")
     parser.add_argument("--lr-decay", default="cosine", help="none or cosine (see slimfg train --help)")
     parser.add_argument("--crop-scale", type=float, default=0.35, help="smallest random-crop area")
+    parser.add_argument("--keep-best", action="store_true", help="end each run with its best epoch by val")
     parser.add_argument("--quick", action="store_true", help="CI smoke run: bundled sample, 2 epochs, 64 px")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
@@ -101,7 +102,8 @@ def main() -> None:
             name = name.split("=")[0]
             t0 = time.perf_counter()
             cfg = TrainConfig(data=str(data), out=str(Path(tmp) / name), image_size=args.image_size,
-                              lr=lr, lr_decay=args.lr_decay, crop_scale=args.crop_scale, **spec)  # fmt: skip
+                              lr=lr, lr_decay=args.lr_decay, crop_scale=args.crop_scale,
+                              keep_best=args.keep_best, **spec)  # fmt: skip
             model = train(cfg)
             meta = artifact.read_meta(model)
             history = meta["train"]["history"]
@@ -111,6 +113,7 @@ def main() -> None:
                 **spec,
                 "history": history,
                 "final_val_top1": history[-1]["val_top1"],
+                "kept_epoch": meta["train"].get("kept_epoch"),
                 "test_top1": test,
                 # params each phase trains; the backbone-side phases (a, b, t) are what a method adds
                 "params_by_phase": {h["phase"]: h["trainable_params"] for h in history},
@@ -127,7 +130,8 @@ def main() -> None:
             )
     doc = {"machine": machine(), "data": args.data, "per_class": args.per_class,
            "image_size": args.image_size, "epochs": args.epochs, "lr": lr,
-           "lr_decay": args.lr_decay, "crop_scale": args.crop_scale, "results": results}  # fmt: skip
+           "lr_decay": args.lr_decay, "crop_scale": args.crop_scale, "keep_best": args.keep_best,
+           "results": results}  # fmt: skip
     write_json(out, doc)
     plot(results, out.with_suffix(".png"))
     print(f"{'method':16}{'schedule':>12}{'trains':>12}{'val top-1':>11}{'test top-1':>12}{'seconds':>9}")

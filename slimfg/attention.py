@@ -36,12 +36,15 @@ def convs(model: nn.Module) -> dict[str, nn.Conv2d]:
     return {name: m for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
 
 
-def attach(model: nn.Module, mode: str = "out", init: float = 1.0) -> nn.Module:
-    """Give every Conv2d a learnable attention scale; init 1.0 leaves outputs unchanged."""
+def attach(
+    model: nn.Module, mode: str = "out", init: float = 1.0, exclude: tuple[nn.Module, ...] = ()
+) -> nn.Module:
+    """Give every Conv2d (but those in `exclude`, e.g. a 1x1-conv classifier) a learnable
+    attention scale; init 1.0 leaves outputs unchanged."""
     if mode not in MODES:
         raise ValueError(f"attention mode must be one of {MODES}, got {mode!r}")
     for conv in convs(model).values():
-        if not parametrize.is_parametrized(conv, "weight"):
+        if not parametrize.is_parametrized(conv, "weight") and not any(conv is m for m in exclude):
             parametrize.register_parametrization(conv, "weight", FilterAttention(conv.weight, mode, init))
     return model
 

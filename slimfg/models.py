@@ -105,7 +105,14 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def classifier_name(model: nn.Module) -> str:
-    """Qualified name of the classifier head: the last Linear layer."""
+    """Qualified name of the classifier head: timm's `get_classifier()` (a Linear, or a
+    1x1 Conv2d in some families), else the last Linear layer."""
+    if callable(getattr(model, "get_classifier", None)):
+        head = model.get_classifier()
+        if isinstance(head, (nn.Linear, nn.Conv2d)):
+            for name, m in model.named_modules():
+                if m is head:
+                    return name
     names = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not names:
         raise SlimfgError(f"no Linear classifier found in {type(model).__name__}")
@@ -168,6 +175,21 @@ def check_supported(arch: str) -> None:
             raise SlimfgError(f"{arch} is not supported: {reason}")
 
 
+# Layers whose channel bookkeeping torch-pruning cannot update, by class name, with why.
+UNPRUNABLE_LAYERS = {
+    "MixedConv2d": "splits its channels into fixed-size groups (timm's mixed depthwise conv), which "
+    "channel pruning cannot resize",
+}
+
+
+def check_layers(model: nn.Module, arch: str) -> None:
+    """A one-line SlimfgError naming the first layer that pruning could not go through."""
+    for name, m in model.named_modules():
+        reason = UNPRUNABLE_LAYERS.get(type(m).__name__)
+        if reason:
+            raise SlimfgError(f"{arch} is not supported: its layer {name} ({type(m).__name__}) {reason}")
+
+
 def build(arch: str, num_classes: int, weights: str = "imagenet") -> nn.Module:
     """The CNN `arch` with `weights` loaded and a fresh head for `num_classes` classes."""
     check_supported(arch)
@@ -178,7 +200,9 @@ def build(arch: str, num_classes: int, weights: str = "imagenet") -> nn.Module:
     else:
         model = _create(arch, pretrained=False)
         load_weights_into(model, read_state_dict(weights), arch, weights)
-    if model.get_submodule(classifier_name(model)).out_features != num_classes:
+    check_layers(model, arch)
+    head = model.get_submodule(classifier_name(model))
+    if (head.out_features if isinstance(head, nn.Linear) else head.out_channels) != num_classes:
         if arch == DEFAULT_ARCH or arch.startswith("timm:"):
             model.reset_classifier(num_classes)
         else:

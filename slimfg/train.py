@@ -119,7 +119,8 @@ def train(cfg: TrainConfig) -> Path:
     torch.manual_seed(cfg.seed)
     model, pruning = initial_model(cfg, len(splits.classes))
     if cfg.attention != "none":
-        attention.attach(model, cfg.attention, cfg.attention_init)
+        head = model.get_submodule(models.classifier_name(model))
+        attention.attach(model, cfg.attention, cfg.attention_init, exclude=(head,))
     start, history = _restore(run, model, cfg) if cfg.resume else (0, [])
     model.to(device)
     teacher = None

@@ -9,13 +9,14 @@ torch-free `Predictor` must give PyTorch's top-1 on real images. A model slimfg 
 its own process with a time limit, and the JSON is rewritten after every row.
 
 Usage: python benchmarks/support.py [--models torchvision,timm | NAME,...] [--out FILE]
-       python benchmarks/support.py --table   (print the README table from the JSON)
+       python benchmarks/support.py --table family|model   (the README / docs table)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -151,14 +152,39 @@ def run_one(arch: str) -> dict:
         }
 
 
-def table(doc: dict) -> str:
-    lines = ["| model | family | status | reason / params after keep 0.5 |", "|---|---|---|---|"]
-    for row in doc["rows"]:
-        detail = row.get("reason") or f"{row['params'][0]:,} -> {row['params'][1]:,}"
-        lines.append(f"| `{row['arch']}` | {row.get('family', 'torchvision')} | {row['status']} | {detail} |")
-    counts = {s: sum(r["status"] == s for r in doc["rows"]) for s in ("pass", "refused", "fail")}
-    lines.append("")
-    lines.append(f"{counts['pass']} pass, {counts['refused']} refused with a reason, {counts['fail']} fail.")
+SIZE_TOKEN = re.compile(r"^(x?\d.*|v\d|b\d+|[smltbh]|tiny|small|base|large|bn)$")
+TIMM_FAMILY = {arch: name for name, arch in TIMM.items()}
+
+
+def family(arch: str) -> str:
+    """resnet18 -> resnet, regnet_y_400mf -> regnet_y, shufflenet_v2_x1_0 -> shufflenet;
+    a timm model's family is its TIMM key."""
+    if arch in TIMM_FAMILY:
+        return TIMM_FAMILY[arch]
+    tokens = arch.split("_")
+    while len(tokens) > 1 and SIZE_TOKEN.match(tokens[-1]):
+        tokens.pop()
+    return "_".join(tokens).rstrip("0123456789")
+
+
+def table(doc: dict, by_family: bool = True) -> str:
+    """Markdown: one row per family (torchvision) or per model (timm, or by_family=False)."""
+    rows = doc["rows"]
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("pass", "refused", "fail")}
+    lines = ["| source | family | models | status | reason |", "|---|---|---|---|---|"]
+    groups: dict[tuple, list] = {}
+    for row in rows:
+        source = "timm" if row["arch"].startswith("timm:") else "torchvision"
+        key = (
+            source,
+            family(row["arch"]) if by_family else row["arch"],
+            row["status"],
+            row.get("reason", ""),
+        )
+        groups.setdefault(key, []).append(row["arch"].removeprefix("timm:"))
+    for (source, fam, status, reason), names in groups.items():
+        lines.append(f"| {source} | {fam} | {', '.join(names)} | {status} | {reason or '-'} |")
+    lines += ["", f"{counts['pass']} pass, {counts['refused']} refused with a reason, {counts['fail']} fail."]
     return "\n".join(lines)
 
 
@@ -166,12 +192,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="torchvision,timm", help="torchvision, timm, or names")
     parser.add_argument("--out", default=str(RESULTS / "support.json"))
-    parser.add_argument("--table", action="store_true", help="print the table of --out and stop")
+    parser.add_argument("--table", choices=["family", "model"], help="print the table of --out and stop")
     args = parser.parse_args()
     if args.table:
-        print(table(json.loads(Path(args.out).read_text())))
+        print(table(json.loads(Path(args.out).read_text()), by_family=args.table == "family"))
         return
-    family = {arch: name for name, arch in TIMM.items()}
     names = []
     for item in args.models.split(","):
         names += (
@@ -184,7 +209,6 @@ def main() -> None:
     doc = {"machine": machine(), "rows": []}
     for arch in names:
         row = run_one(arch)
-        row["family"] = family.get(arch, "torchvision")
         doc["rows"].append(row)
         write_json(args.out, doc)
         print(f"{arch:32} {row['status']:8} {row.get('reason', '')[:100]}", flush=True)

@@ -164,14 +164,15 @@ def load_state(model: nn.Module, tensors: dict[str, torch.Tensor], strict: bool 
 
 # Models slimfg refuses up front, by name prefix, with the reason (benchmarks/support.py
 # runs every torchvision model and the timm families through the whole path).
-UNSUPPORTED: dict[str, str] = {}
+TRANSFORMER = "a vision transformer: slimfg prunes the channels of convolutional networks"
+UNSUPPORTED: dict[str, str] = {"vit_": TRANSFORMER, "swin_": TRANSFORMER, "maxvit_": TRANSFORMER}
 
 
 def check_supported(arch: str) -> None:
     """A one-line SlimfgError, before any work, for a model slimfg cannot take end to end."""
     _check_arch(arch)
     for prefix, reason in UNSUPPORTED.items():
-        if arch.startswith(prefix):
+        if arch.removeprefix("timm:").startswith(prefix):
             raise SlimfgError(f"{arch} is not supported: {reason}")
 
 

@@ -25,7 +25,7 @@ from slimfg.engine import evaluate, init_distributed, lr_scheduler, make_optimiz
 from slimfg.errors import SlimfgError
 from slimfg.io import write_text
 from slimfg.pruning.graph import example_input
-from slimfg.pruning.pruner import drop_plan
+from slimfg.pruning.pruner import check_prunable, drop_plan
 
 log = logging.getLogger("slimfg")
 
@@ -118,6 +118,8 @@ def train(cfg: TrainConfig) -> Path:
     pre = models.preprocessing(cfg.arch, cfg.image_size)
     torch.manual_seed(cfg.seed)
     model, pruning = initial_model(cfg, len(splits.classes))
+    if pruning is None and not cfg.resume:  # refused now rather than after training
+        check_prunable(model, example_input(pre["size"]), cfg.arch)
     if cfg.attention != "none":
         head = model.get_submodule(models.classifier_name(model))
         attention.attach(model, cfg.attention, cfg.attention_init, exclude=(head,))

@@ -10,6 +10,8 @@ re-applies to a fresh model.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import logging
 from dataclasses import dataclass, field
 
@@ -108,6 +110,41 @@ def build_pruner(model, example_inputs, importance, keep, global_pruning=False, 
         )
 
 
+def check_prunable(model: nn.Module, example_inputs: torch.Tensor, name: str) -> None:
+    """A one-line SlimfgError, before any training, for a model that torch-pruning cannot
+    cut: a trial prune to keep 0.5 of a copy (a few seconds for a mid-size CNN)."""
+    trial = copy.deepcopy(model).eval()
+    try:
+        with torch.enable_grad():
+            build_pruner(
+                trial, example_inputs, tp.importance.MagnitudeImportance(), 0.5, round_to=None
+            ).step()
+            with torch.no_grad():
+                trial(example_inputs)
+    except SlimfgError:
+        raise
+    except Exception as e:  # torch-pruning's own failure on this graph
+        raise SlimfgError(
+            f"{name} is not supported: torch-pruning cannot cut it ({_first_line(e)})"
+        ) from None
+
+
+@contextlib.contextmanager
+def _one_line(name: str):
+    """torch-pruning's failures on a graph it cannot follow, as one-line SlimfgErrors."""
+    try:
+        yield
+    except SlimfgError:
+        raise
+    except Exception as e:
+        raise SlimfgError(f"torch-pruning cannot cut {name} ({_first_line(e)})") from None
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:160]}" if text else type(e).__name__
+
+
 def _criterion(model: nn.Module, importance: str, keep: float, calib: Batches | None,
                scores: dict | None) -> tp.importance.Importance:  # fmt: skip
     """The torch-pruning criterion for `importance`, after any gradient pass it needs."""
@@ -155,7 +192,7 @@ def prune(
         attention.fold(model)
     result = PruneResult(keep, residual_keep(keep, keep_residual), importance, round_to, global_pruning,
                          protect_stem, before=count(model, example_inputs))  # fmt: skip
-    with torch.enable_grad():  # torch-pruning traces the graph through autograd
+    with torch.enable_grad(), _one_line(type(model).__name__):  # torch-pruning traces through autograd
         criterion = _criterion(model, importance, keep, calib, scores)
         pruner = build_pruner(model, example_inputs, criterion, keep, global_pruning, round_to, protect_stem,
                               keep_residual)  # fmt: skip

@@ -7,6 +7,7 @@ saying which command produces it. Regenerate after re-running any benchmark.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -284,6 +285,41 @@ def defaults(results: Path) -> list[str]:
     return lines
 
 
+def recipe_sweep(results: Path) -> list[str]:
+    """The train-default choice (issue 14): every method on every dataset, 160 px, 5 epochs."""
+    rows = []
+    for path in sorted((results / "recipe_sweep").glob("*.json")):
+        doc = json.loads(path.read_text())
+        for name, r in doc["results"].items():
+            vals = " / ".join(pct(h["val_top1"]) for h in r["history"])
+            kept = r.get("kept_epoch") if doc.get("keep_best") else "last"
+            rows.append(f"| {Path(doc['data']).name} | {name} | `{r['schedule']}` | {vals} | {kept} | "
+                        f"{pct(r['test_top1'])} |")  # fmt: skip
+    if not rows:
+        return []
+    return ["## Choosing `slimfg train`'s default recipe", "",
+            "lite0 with the bundled ImageNet weights, all training images, 160 px, 5 epochs, Adam, per-phase "
+            "lr f = 3e-3, j = 5e-3, t = 2e-3, cosine decay, crop scale 0.35; `python benchmarks/transfer.py "
+            "DATA --per-class 0 --image-size 160 --methods METHOD [--keep-best]` (files in "
+            "benchmarks/results/recipe_sweep/). `kept`: the epoch a `--keep-best` run ended with.", "",
+            "| data | method | schedule | val top-1 per epoch | kept | test top-1 |", "|---|---|---|---|---|---|",
+            *rows, ""]  # fmt: skip
+
+
+def support(doc: dict | None) -> list[str]:
+    """The support contract of every torchvision model and the timm families (issue 15)."""
+    if doc is None:
+        return []
+    sys.path.insert(0, str(Path(__file__).parent))
+    from support import table
+
+    return ["## Supported models", "",
+            "`python benchmarks/support.py` (random init, 3 classes of the bundled sample, 64 px; 96 px for "
+            "inception_v3): build, attention, one epoch of phase `j`, fold, prune to keep 0.5 with the attention "
+            "ranking, save, reload (outputs identical), ONNX export verified against PyTorch, Predictor top-1 "
+            f"equal to PyTorch's. {doc['machine']}.", "", table(doc, by_family=False), ""]  # fmt: skip
+
+
 def main() -> None:
     import argparse
 
@@ -321,7 +357,9 @@ def main() -> None:
         if name == "prune_curve":
             lines += prune_curve_attempts(args.results)
             lines += prune_curve_full(load("prune_curve_full", args.results))
+    lines += recipe_sweep(args.results)
     lines += defaults(args.results)
+    lines += support(load("support", args.results))
     write_text(args.out, "\n".join(lines).rstrip() + "\n")
     print(f"wrote {args.out}")
 

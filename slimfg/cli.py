@@ -277,6 +277,12 @@ def schedule_options(d: dict):
     show_default=True,
     help="End with the best state by val top-1 (the start included), or the last.",
 )
+@click.option(
+    "--anchor-bn/--no-anchor-bn",
+    default=T["anchor_bn"],
+    show_default=True,
+    help="Re-anchor BatchNorm statistics when a phase that trains BN (b, t) begins.",
+)
 def train(data: str, **options) -> None:
     """Train a CNN on DATA with per-filter attention and a phase schedule.
 

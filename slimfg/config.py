@@ -25,6 +25,8 @@ PHASES = {
     "j": "attention weights and the classifier head jointly",
 }
 ATTENTION_PHASES = "asj"
+BN_PHASES = "bt"  # phases that run BatchNorm in train mode
+ANCHOR_IMAGES = 512
 # Per-phase learning rates (Adam). Attention at 3e-3: on full Flowers-102 (205 steps an
 # epoch) 1e-2 made val top-1 swing by 2-3 points between `a` epochs and ended at 90.3%,
 # 3e-3 ended at 92+% (docs/method.md); full fine-tuning wants a much lower lr.
@@ -96,6 +98,11 @@ class TrainConfig:
     distill_temperature: float = 2.0
     # End with the weights of the epoch (or the start) with the best val top-1.
     keep_best: bool = False
+    # Before a phase that trains BatchNorm (b, t) follows one that does not: set every BN's
+    # running statistics to its real input statistics on ANCHOR_IMAGES training images,
+    # the function unchanged (pruning.repair.anchor_bn), so that train mode's batch
+    # statistics do not suddenly change what the network computes.
+    anchor_bn: bool = True
 
     def validate(self) -> None:
         bad = sorted(set(self.schedule) - set(PHASES))

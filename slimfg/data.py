@@ -217,6 +217,16 @@ def _check_classes(classes: list[str], folder: Path) -> list[str]:
     return classes
 
 
+def sample_batches(
+    dataset, pre: dict, n: int, batch: int = 32, seed: int = 0
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """`n` images drawn at random (seeded) from `dataset`, unaugmented, as (images, labels)
+    batches: calibration data. Random, not the first `n`: an ImageFolder lists its files
+    class by class."""
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
+    return [(x, y) for x, y, _ in loader(Subset(dataset, order[:n]), pre, False, batch, 2) if x is not None]
+
+
 def images_of(batch) -> torch.Tensor:
     """The images of an (images, labels, ...) batch, or a bare image tensor itself."""
     return batch[0] if isinstance(batch, (tuple, list)) else batch

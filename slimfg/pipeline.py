@@ -19,7 +19,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import Subset
 
 from slimfg import artifact, data
 from slimfg.bench import available_formats, paired_latency, table
@@ -39,16 +38,6 @@ from slimfg.pruning.repair import anchor_bn, bn_input_stats, match_bn, recalibra
 from slimfg.train import train
 
 log = logging.getLogger("slimfg")
-
-
-def calib_batches(
-    dataset, pre: dict, n: int, batch: int = 32, seed: int = 0
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """`n` images drawn at random (seeded) from `dataset`, unaugmented, as (images, labels)
-    batches. Random, not the first `n`: an ImageFolder lists its files class by class."""
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
-    loader = data.loader(Subset(dataset, order[:n]), pre, False, batch, 2)
-    return [(x, y) for x, y, _ in loader if x is not None]
 
 
 def ort_latency(dense: nn.Module, pruned: nn.Module, card: ModelCard) -> dict:
@@ -96,7 +85,7 @@ def prune_artifact(cfg: PruneConfig) -> dict:
     dense_stats, dense_model, calib = None, None, None
     gradients = importance in GRADIENT_IMPORTANCES
     if cfg.data and cfg.keep < 1.0 and (gradients or cfg.bn_stats in ("match", "refit")):
-        calib = calib_batches(train_split, card.preprocessing, cfg.calib_images)
+        calib = data.sample_batches(train_split, card.preprocessing, cfg.calib_images)
         if cfg.bn_stats == "match":
             dense_stats = bn_input_stats(model, data.batch_images(calib))
         elif cfg.bn_stats == "refit":

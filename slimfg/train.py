@@ -20,12 +20,13 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from slimfg import artifact, attention, data, models
 from slimfg.card import ModelCard
-from slimfg.config import ATTENTION_PHASES, TrainConfig
+from slimfg.config import ANCHOR_IMAGES, ATTENTION_PHASES, BN_PHASES, TrainConfig
 from slimfg.engine import evaluate, init_distributed, lr_scheduler, make_optimizer, shard, train_one_epoch
 from slimfg.errors import SlimfgError
 from slimfg.io import write_text
 from slimfg.pruning.graph import example_input
 from slimfg.pruning.pruner import check_prunable, drop_plan
+from slimfg.pruning.repair import anchor_bn
 
 log = logging.getLogger("slimfg")
 
@@ -51,7 +52,7 @@ def set_phase(model: nn.Module, phase: str) -> list[nn.Parameter]:
     for p in model.parameters():
         p.requires_grad_(id(p) in ids)
     model.train()
-    if phase not in "bt":
+    if phase not in BN_PHASES:
         for bn in bns:
             bn.eval()
     return chosen
@@ -159,6 +160,16 @@ def train(cfg: TrainConfig) -> Path:
     for epoch in range(start, len(cfg.schedule)):
         phase = cfg.schedule[epoch]
         seed = cfg.seed * 1000 + epoch
+        if cfg.anchor_bn and phase in BN_PHASES and (epoch == 0 or cfg.schedule[epoch - 1] not in BN_PHASES):
+            sample = data.sample_batches(splits.train, pre, ANCHOR_IMAGES, cfg.batch_size, cfg.seed)
+            with torch.no_grad():
+                anchor_bn(model, [(x.to(device), y) for x, y in sample])
+            if main:
+                log.info(
+                    "BatchNorm statistics anchored on %d training images before phase %s",
+                    ANCHOR_IMAGES,
+                    phase,
+                )
         torch.manual_seed(seed)
         params = set_phase(model, phase)
         net = model

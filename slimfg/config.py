@@ -27,10 +27,16 @@ PHASES = {
 ATTENTION_PHASES = "asj"
 BN_PHASES = "bt"  # phases that run BatchNorm in train mode
 ANCHOR_IMAGES = 512
-# Per-phase learning rates (Adam). Attention at 3e-3: on full Flowers-102 (205 steps an
-# epoch) 1e-2 made val top-1 swing by 2-3 points between `a` epochs and ended at 90.3%,
-# 3e-3 ended at 92+% (docs/method.md); full fine-tuning wants a much lower lr.
-DEFAULT_LR = {"f": 3e-3, "a": 3e-3, "b": 1e-3, "t": 3e-4, "s": 3e-3, "j": 3e-3}
+# Per-phase learning rates (Adam). Attention alone (`a`) at 3e-3: on full Flowers-102 1e-2
+# made val top-1 swing by 2-3 points between epochs. `j` 5e-3 and `t` 2e-3 with cosine decay:
+# the best of a seeded sweep (docs/results.md, transfer_sweep), used by the default recipe.
+DEFAULT_LR = {"f": 3e-3, "a": 3e-3, "b": 1e-3, "t": 2e-3, "s": 3e-3, "j": 5e-3}
+# The default recipe (docs/method.md, "Choosing the default recipe"): the head, then the
+# attention with the head, then every weight with the attention still attached (so the
+# attention keeps ranking the channels), BatchNorm re-anchored when it starts training,
+# and the best epoch by val top-1 kept, so a task whose frozen features suffice ends on
+# an attention epoch and one that needs the convolutions to move ends on a `t` epoch.
+DEFAULT_SCHEDULE = "fjjtt"
 LR_DECAYS = ("none", "cosine")
 # Repair after the cut (pruning.repair): refit, match, recal or none.
 BN_STATS = ("refit", "match", "recal", "none")
@@ -64,7 +70,7 @@ class TrainConfig:
     out: str
     arch: str = DEFAULT_ARCH
     weights: str = "imagenet"
-    schedule: str = "faaaa"
+    schedule: str = DEFAULT_SCHEDULE
     attention: str = "out"
     attention_init: float = 1.0
     image_size: int | None = None
@@ -73,11 +79,11 @@ class TrainConfig:
     weight_decay: float = 0.0
     optimizer: str = "adam"
     # "cosine": every phase's lr decays along one cosine over the whole schedule.
-    lr_decay: str = "none"
+    lr_decay: str = "cosine"
     # Linear lr warm-up over this fraction of the run's batches (0 = none).
     warmup: float = 0.0
     # Smallest share of the image area a random-resized training crop may cover.
-    crop_scale: float = 0.08
+    crop_scale: float = 0.35
     reg: str = "none"
     reg_lambda: float = 0.0
     # `--reg prune`: pull to zero the channels `slimfg prune --keep reg_keep --round-to
@@ -97,7 +103,7 @@ class TrainConfig:
     distill: float = 0.0
     distill_temperature: float = 2.0
     # End with the weights of the epoch (or the start) with the best val top-1.
-    keep_best: bool = False
+    keep_best: bool = True
     # Before a phase that trains BatchNorm (b, t) follows one that does not: set every BN's
     # running statistics to its real input statistics on ANCHOR_IMAGES training images,
     # the function unchanged (pruning.repair.anchor_bn), so that train mode's batch
@@ -157,7 +163,7 @@ class PruneConfig:
     # The fine-tune recipe (docs/method.md, "Recovering accuracy after pruning").
     optimizer: str = "adam"
     batch_size: int = 32
-    lr: dict[str, float] = field(default_factory=lambda: {**DEFAULT_LR, "t": 2e-3})
+    lr: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LR))
     lr_decay: str = "cosine"
     warmup: float = 0.0
     crop_scale: float = 0.35

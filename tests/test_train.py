@@ -131,7 +131,16 @@ def test_prune_regulariser_pulls_the_planned_channels_to_zero(tiny_data, tmp_pat
 
     low = {}
     for name, kw in {"plain": {}, "prune": {"reg": "prune", "reg_lambda": 10.0, "reg_keep": 0.5}}.items():
-        cfg = tiny_config(tiny_data, tmp_path / name, schedule="aaaaa", lr={"a": 0.1}, reg_round_to=1, **kw)
+        cfg = tiny_config(
+            tiny_data,
+            tmp_path / name,
+            schedule="aaaaa",
+            lr={"a": 0.1},
+            reg_round_to=1,
+            lr_decay="none",
+            keep_best=False,
+            **kw,
+        )  # the pull at a constant lr, to the end
         _, card = artifact.load(train(cfg))
         s = torch.tensor(card.attention["scores"]["layer1.0.conv1"]).sort().values
         low[name], high = s[:32].mean().item(), s[32:].mean().item()

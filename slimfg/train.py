@@ -162,8 +162,7 @@ def train(cfg: TrainConfig) -> Path:
         seed = cfg.seed * 1000 + epoch
         if cfg.anchor_bn and phase in BN_PHASES and (epoch == 0 or cfg.schedule[epoch - 1] not in BN_PHASES):
             sample = data.sample_batches(splits.train, pre, ANCHOR_IMAGES, cfg.batch_size, cfg.seed)
-            with torch.no_grad():
-                anchor_bn(model, [(x.to(device), y) for x, y in sample])
+            anchor_bn(model, [(x.to(device), y) for x, y in sample])  # no_grad inside
             if main:
                 log.info(
                     "BatchNorm statistics anchored on %d training images before phase %s",

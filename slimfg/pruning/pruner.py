@@ -88,7 +88,8 @@ def build_pruner(model, example_inputs, importance, keep, global_pruning=False, 
     ignored = [head, *(stem_convs(model, example_inputs) if protect_stem else [])]
     shuffled = shuffled_layers(model, example_inputs, ignored)
     if shuffled:
-        names = [name for name, m in model.named_modules() if m in set(shuffled)]
+        unpruned = set(shuffled)
+        names = [name for name, m in model.named_modules() if m in unpruned]
         log.warning("not pruning %d layers whose channels pass through a channel shuffle: %s%s",
                     len(names), ", ".join(names[:4]), ", ..." if len(names) > 4 else "")  # fmt: skip
         ignored += shuffled
@@ -114,30 +115,22 @@ def check_prunable(model: nn.Module, example_inputs: torch.Tensor, name: str) ->
     """A one-line SlimfgError, before any training, for a model that torch-pruning cannot
     cut: a trial prune to keep 0.5 of a copy (a few seconds for a mid-size CNN)."""
     trial = copy.deepcopy(model).eval()
-    try:
-        with torch.enable_grad():
-            build_pruner(
-                trial, example_inputs, tp.importance.MagnitudeImportance(), 0.5, round_to=None
-            ).step()
-            with torch.no_grad():
-                trial(example_inputs)
-    except SlimfgError:
-        raise
-    except Exception as e:  # torch-pruning's own failure on this graph
-        raise SlimfgError(
-            f"{name} is not supported: torch-pruning cannot cut it ({_first_line(e)})"
-        ) from None
+    with _one_line(f"{name} is not supported: torch-pruning cannot cut it"), torch.enable_grad():
+        build_pruner(trial, example_inputs, tp.importance.MagnitudeImportance(), 0.5, round_to=None).step()
+        with torch.no_grad():
+            trial(example_inputs)
 
 
 @contextlib.contextmanager
-def _one_line(name: str):
-    """torch-pruning's failures on a graph it cannot follow, as one-line SlimfgErrors."""
+def _one_line(message: str):
+    """torch-pruning's failures on a graph it cannot follow, as one-line SlimfgErrors:
+    `message (ErrorType: first line)`."""
     try:
         yield
     except SlimfgError:
         raise
     except Exception as e:
-        raise SlimfgError(f"torch-pruning cannot cut {name} ({_first_line(e)})") from None
+        raise SlimfgError(f"{message} ({_first_line(e)})") from None
 
 
 def _first_line(e: Exception) -> str:
@@ -192,7 +185,10 @@ def prune(
         attention.fold(model)
     result = PruneResult(keep, residual_keep(keep, keep_residual), importance, round_to, global_pruning,
                          protect_stem, before=count(model, example_inputs))  # fmt: skip
-    with torch.enable_grad(), _one_line(type(model).__name__):  # torch-pruning traces through autograd
+    with (
+        torch.enable_grad(),
+        _one_line(f"torch-pruning cannot cut {type(model).__name__}"),
+    ):  # torch-pruning traces through autograd
         criterion = _criterion(model, importance, keep, calib, scores)
         pruner = build_pruner(model, example_inputs, criterion, keep, global_pruning, round_to, protect_stem,
                               keep_residual)  # fmt: skip

@@ -18,6 +18,7 @@ test: $(STAMP)
 	$(BIN)/ruff check slimfg tests benchmarks scripts examples
 	$(BIN)/ruff format --check slimfg tests benchmarks scripts examples
 	$(BIN)/pytest
+	$(BIN)/pytest -m breadth -n 2 -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check --fix slimfg tests benchmarks scripts examples

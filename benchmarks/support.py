@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from _common import RESULTS, machine, write_json
@@ -126,7 +128,7 @@ def contract(arch: str, work: Path) -> dict:
     }
 
 
-def run_one(arch: str) -> dict:
+def run_one(arch: str, threads: int | None = None) -> dict:
     """The contract in a child process (isolation and a time limit); a crash is a row too."""
     with tempfile.TemporaryDirectory() as tmp:
         code = (
@@ -136,8 +138,9 @@ def run_one(arch: str) -> dict:
         t0 = time.perf_counter()
         try:
             root = Path(__file__).parent.parent
+            env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
             proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                  timeout=LIMIT_S, cwd=root)  # fmt: skip
+                                  timeout=LIMIT_S, cwd=root, env=env)  # fmt: skip
         except subprocess.TimeoutExpired:
             return {"arch": arch, "status": "fail", "reason": f"over {LIMIT_S} s"}
         rows = [line[4:] for line in proc.stdout.splitlines() if line.startswith("ROW ")]
@@ -192,6 +195,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="torchvision,timm", help="torchvision, timm, or names")
     parser.add_argument("--out", default=str(RESULTS / "support.json"))
+    parser.add_argument("--jobs", type=int, default=1, help="models run at once (threads split)")
     parser.add_argument("--table", choices=["family", "model"], help="print the table of --out and stop")
     args = parser.parse_args()
     if args.table:
@@ -206,12 +210,15 @@ def main() -> None:
             if item == "timm"
             else [item]
         )
-    doc = {"machine": machine(), "rows": []}
-    for arch in names:
-        row = run_one(arch)
-        doc["rows"].append(row)
-        write_json(args.out, doc)
-        print(f"{arch:32} {row['status']:8} {row.get('reason', '')[:100]}", flush=True)
+    doc = {"machine": machine(), "jobs": args.jobs, "rows": []}
+    threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else None
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(args.jobs) as pool:
+        for arch, row in zip(names, pool.map(lambda a: run_one(a, threads), names), strict=True):
+            doc["rows"].append(row)
+            doc["wall_s"] = round(time.perf_counter() - t0, 1)
+            write_json(args.out, doc)  # after every row: a stopped run keeps its results
+            print(f"{arch:32} {row['status']:8} {row.get('reason', '')[:100]}", flush=True)
     print(table(doc))
 
 

@@ -61,6 +61,10 @@ def paired_latency(paths: dict[str, Path], batch: int, size: int, rounds: int = 
 def runner_for(fmt: str, path: Path) -> Callable:
     if fmt == "openvino":
         return openvino_runner(path)
+    if fmt.startswith("executorch"):
+        from slimfg.exporters.executorch import executorch_runner
+
+        return executorch_runner(path)
     return ort_runner(path)
 
 
@@ -71,6 +75,8 @@ def available_formats() -> list[str]:
     found = ["onnx", "onnx-int8"]
     if importlib.util.find_spec("openvino") is not None:
         found.append("openvino")
+    if importlib.util.find_spec("executorch") is not None:
+        found += ["executorch", "executorch-int8"]
     return found
 
 

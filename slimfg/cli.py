@@ -554,7 +554,7 @@ def _batch_profile(_ctx, _param, value) -> tuple[int, int, int]:
     "--static-batch", type=click.IntRange(1), default=None, help="Fix the batch dimension (default: dynamic)."
 )
 @click.option("--fp16", is_flag=True, help="trt: build an fp16 engine.")
-@click.option("--int8", is_flag=True, help="trt: build an int8 engine (needs --calib).")
+@click.option("--int8", is_flag=True, help="trt, executorch: int8 (needs --calib).")
 @click.option(
     "--batch",
     default="1,8,32",
@@ -568,7 +568,7 @@ def export(model: str, fmt: str, out: str | None, **options) -> None:
     from slimfg.pipeline import default_export_path, export_artifact
 
     if out is None and fmt in FORMAT_SUFFIX:
-        out = default_export_path(model, fmt)
+        out = default_export_path(model, fmt, options["int8"])
     result = export_artifact(model, fmt, out or "", ExportConfig(**options))
     v = result.verification
     line = (
@@ -607,7 +607,8 @@ def bench(models, formats, data_dir, rounds, out_dir) -> None:
     from slimfg.bench import bench as run_bench
 
     wanted = [f.strip() for f in formats.split(",") if f.strip()]
-    skipped = [f for f in wanted if f in ("openvino", "trt") and f not in available_formats()]
+    optional = ("openvino", "trt", "executorch", "executorch-int8")
+    skipped = [f for f in wanted if f in optional and f not in available_formats()]
     for f in skipped:
         log.warning("skipping %s: not available on this machine", f)
     rows = run_bench(list(models), [f for f in wanted if f not in skipped], data_dir, out_dir, rounds)

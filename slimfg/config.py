@@ -43,7 +43,14 @@ BN_STATS = ("refit", "match", "recal", "none")
 # Channel rankings (pruning.importance.IMPORTANCES) and export formats (exporters.EXPORTERS)
 # by name, here so that the CLI can list them without importing torch.
 IMPORTANCE_NAMES = ("attention-taylor", "attention", "magnitude", "bn", "taylor", "random")
-FORMAT_SUFFIX = {"onnx": ".onnx", "onnx-int8": ".onnx", "openvino": ".xml", "trt": ".engine"}
+FORMAT_SUFFIX = {
+    "onnx": ".onnx",
+    "onnx-int8": ".onnx",
+    "openvino": ".xml",
+    "trt": ".engine",
+    "executorch": ".pte",
+    "executorch-int8": ".pte",
+}
 
 
 def parse_lr(text: str | float, base: dict[str, float] | None = None) -> dict[str, float]:

@@ -167,9 +167,10 @@ def export_artifact(model_path: str, fmt: str, out: str, cfg: ExportConfig | Non
     return result
 
 
-def default_export_path(model_path: str, fmt: str) -> str:
-    """Next to the model: .onnx, _int8.onnx, .engine or .xml."""
-    return str(Path(model_path).with_suffix("")) + ("_int8" if fmt == "onnx-int8" else "") + SUFFIX[fmt]
+def default_export_path(model_path: str, fmt: str, int8: bool = False) -> str:
+    """Next to the model: .onnx, _int8.onnx, .engine, .xml, .pte, _int8.pte..."""
+    int8 = int8 or fmt.endswith("-int8")
+    return str(Path(model_path).with_suffix("")) + ("_int8" if int8 else "") + SUFFIX[fmt]
 
 
 DEMO_MARK = ".slimfg-demo"

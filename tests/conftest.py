@@ -1,10 +1,18 @@
+import os
 import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
+from slimfg import artifact, models
+from slimfg.card import ModelCard
 from slimfg.data import SAMPLE
+from slimfg.pipeline import export_artifact
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs the breadth contract on 2 workers
+    torch.set_num_threads(1)
 
 
 def make_imagefolder(root: Path, classes: int = 3, train: int = 4, val: int = 2, size: int = 48) -> Path:
@@ -55,3 +63,25 @@ def write_bomb_png(path: Path, side: int = 100_000) -> Path:
         + chunk(b"IEND", b"")
     )
     return path
+
+
+@pytest.fixture(scope="session")
+def imagenet_lite0(tmp_path_factory):
+    """Lite0 with its real ImageNet head (1000 classes) at 96 px: real, confident predictions."""
+    path = tmp_path_factory.mktemp("lite0") / "lite0.safetensors"
+    model = models.build("tf_efficientnet_lite0", 1000, "imagenet").eval()
+    card = ModelCard(
+        arch="tf_efficientnet_lite0",
+        num_classes=1000,
+        classes=[f"imagenet-{i}" for i in range(1000)],
+        preprocessing=models.preprocessing("tf_efficientnet_lite0", 96),
+    )
+    artifact.save(path, model, card)
+    return path
+
+
+@pytest.fixture(scope="session")
+def lite0_onnx(imagenet_lite0):
+    out = imagenet_lite0.with_name("lite0.onnx")
+    export_artifact(str(imagenet_lite0), "onnx", str(out))
+    return out

@@ -23,28 +23,6 @@ from slimfg.runtime import Predictor, preprocess
 SAMPLE_IMAGES = sorted((data.SAMPLE / "val").glob("*/*.jpg"))[::8]  # one per class
 
 
-@pytest.fixture(scope="session")
-def imagenet_lite0(tmp_path_factory):
-    """Lite0 with its real ImageNet head (1000 classes) at 96 px: real, confident predictions."""
-    path = tmp_path_factory.mktemp("lite0") / "lite0.safetensors"
-    model = models.build("tf_efficientnet_lite0", 1000, "imagenet").eval()
-    card = ModelCard(
-        arch="tf_efficientnet_lite0",
-        num_classes=1000,
-        classes=[f"imagenet-{i}" for i in range(1000)],
-        preprocessing=models.preprocessing("tf_efficientnet_lite0", 96),
-    )
-    artifact.save(path, model, card)
-    return path
-
-
-@pytest.fixture(scope="session")
-def lite0_onnx(imagenet_lite0):
-    out = imagenet_lite0.with_name("lite0.onnx")
-    export(str(imagenet_lite0), "onnx", str(out))
-    return out
-
-
 def test_onnx_export_verified_with_metadata(tmp_path):
     torch.manual_seed(0)
     model = models.build("resnet18", 4, "none").eval()

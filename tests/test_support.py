@@ -35,7 +35,7 @@ def test_conv_classifier_is_the_head():
     assert model.get_submodule(name) is model.get_classifier() and model.get_classifier().out_channels == 7
 
 
-@pytest.mark.breadth  # not yet in CI: too slow for its 30 minutes (issue 15)
+@pytest.mark.breadth  # `make test` runs these as a second pytest on 2 workers (-m breadth -n 2)
 @pytest.mark.parametrize("arch", support.torchvision_models() + list(support.TIMM.values()))
 def test_support_contract(arch, tmp_path):
     row = support.contract(arch, tmp_path)

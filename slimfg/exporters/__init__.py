@@ -21,6 +21,7 @@ from slimfg.config import FORMAT_SUFFIX, ExportConfig
 from slimfg.data import batch_images
 from slimfg.errors import SlimfgError, unknown_name
 from slimfg.exporters.common import ExportInputs, ExportResult, check_writable
+from slimfg.exporters.executorch import export_executorch, require_executorch
 from slimfg.exporters.onnx import export_onnx
 from slimfg.exporters.onnx_int8 import export_int8
 from slimfg.exporters.openvino import export_openvino
@@ -33,24 +34,44 @@ def _onnx(model, card, out: Path, inputs: ExportInputs, cfg: ExportConfig) -> Ex
     return export_onnx(model, card, out, inputs.verify, cfg.static_batch)
 
 
-EXPORTERS = {"onnx": _onnx, "onnx-int8": export_int8, "trt": export_trt, "openvino": export_openvino}
+def _executorch(model, card, out: Path, inputs: ExportInputs, cfg: ExportConfig) -> ExportResult:
+    return export_executorch(model, card, out, inputs, cfg, int8=cfg.int8)
+
+
+def _executorch_int8(model, card, out: Path, inputs: ExportInputs, cfg: ExportConfig) -> ExportResult:
+    return export_executorch(model, card, out, inputs, cfg, int8=True)
+
+
+EXPORTERS = {
+    "onnx": _onnx,
+    "onnx-int8": export_int8,
+    "trt": export_trt,
+    "openvino": export_openvino,
+    "executorch": _executorch,
+    "executorch-int8": _executorch_int8,
+}
 SUFFIX = FORMAT_SUFFIX
 
 
 def uses_int8(fmt: str, cfg: ExportConfig) -> bool:
-    return fmt == "onnx-int8" or (fmt == "trt" and cfg.int8)
+    return fmt.endswith("-int8") or (fmt in ("trt", "executorch") and cfg.int8)
 
 
 def check_format(fmt: str, cfg: ExportConfig, has_calib: bool) -> None:
     """One-line errors for what an export of `fmt` lacks, before any work."""
     if fmt not in EXPORTERS:
         raise unknown_name("format", fmt, list(EXPORTERS))
-    if fmt == "onnx-int8" and not has_calib:
-        raise SlimfgError("--format onnx-int8 needs --calib DATA (real images to calibrate on)")
+    int8 = uses_int8(fmt, cfg)
+    if fmt.startswith("executorch"):
+        require_executorch()
+        if cfg.static_batch:
+            raise SlimfgError("--static-batch: ExecuTorch programs take any batch of 1 to 32")
+    if int8 and not has_calib:
+        raise SlimfgError(
+            f"--format {fmt}{' --int8' if cfg.int8 else ''} needs --calib DATA (real images to calibrate on)"
+        )
     if fmt == "trt":
         require_tensorrt()
-        if cfg.int8 and not has_calib:
-            raise SlimfgError("--int8 needs --calib DATA (real images to calibrate on)")
 
 
 def export(

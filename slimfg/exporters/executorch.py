@@ -137,4 +137,3 @@ def export_executorch(model: nn.Module, card: ModelCard, out: Path, inputs: Expo
         result = ExportResult(out, fmt, len(buffer), check)
         write_sidecar(out, props, result)  # the sidecar first: the .pte is the entry point
     return result
-

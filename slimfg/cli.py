@@ -553,8 +553,8 @@ def _batch_profile(_ctx, _param, value) -> tuple[int, int, int]:
 @click.option(
     "--static-batch", type=click.IntRange(1), default=None, help="Fix the batch dimension (default: dynamic)."
 )
-@click.option("--fp16", is_flag=True, help="trt: build an fp16 engine.")
-@click.option("--int8", is_flag=True, help="trt, executorch: int8 (needs --calib).")
+@click.option("--fp16", is_flag=True, help="trt, trt-rtx: build an fp16 engine.")
+@click.option("--int8", is_flag=True, help="trt, trt-rtx, executorch: int8 (needs --calib).")
 @click.option(
     "--batch",
     default="1,8,32",

@@ -48,6 +48,7 @@ FORMAT_SUFFIX = {
     "onnx-int8": ".onnx",
     "openvino": ".xml",
     "trt": ".engine",
+    "trt-rtx": ".engine",
     "executorch": ".pte",
     "executorch-int8": ".pte",
 }

@@ -42,10 +42,15 @@ def _executorch_int8(model, card, out: Path, inputs: ExportInputs, cfg: ExportCo
     return export_executorch(model, card, out, inputs, cfg, int8=True)
 
 
+def _trt_rtx(model, card, out: Path, inputs: ExportInputs, cfg: ExportConfig) -> ExportResult:
+    return export_trt(model, card, out, inputs, cfg, fmt="trt-rtx")
+
+
 EXPORTERS = {
     "onnx": _onnx,
     "onnx-int8": export_int8,
     "trt": export_trt,
+    "trt-rtx": _trt_rtx,
     "openvino": export_openvino,
     "executorch": _executorch,
     "executorch-int8": _executorch_int8,
@@ -54,7 +59,7 @@ SUFFIX = FORMAT_SUFFIX
 
 
 def uses_int8(fmt: str, cfg: ExportConfig) -> bool:
-    return fmt.endswith("-int8") or (fmt in ("trt", "executorch") and cfg.int8)
+    return fmt.endswith("-int8") or (fmt in ("trt", "trt-rtx", "executorch") and cfg.int8)
 
 
 def check_format(fmt: str, cfg: ExportConfig, has_calib: bool) -> None:
@@ -67,11 +72,10 @@ def check_format(fmt: str, cfg: ExportConfig, has_calib: bool) -> None:
         if cfg.static_batch:
             raise SlimfgError("--static-batch: ExecuTorch programs take any batch of 1 to 32")
     if int8 and not has_calib:
-        raise SlimfgError(
-            f"--format {fmt}{' --int8' if cfg.int8 else ''} needs --calib DATA (real images to calibrate on)"
-        )
-    if fmt == "trt":
-        require_tensorrt()
+        flag = " --int8" if cfg.int8 else ""
+        raise SlimfgError(f"--format {fmt}{flag} needs --calib DATA (real images to calibrate on)")
+    if fmt in ("trt", "trt-rtx"):
+        require_tensorrt(fmt)
 
 
 def export(

@@ -22,10 +22,15 @@ from slimfg.exporters.onnx import export_onnx, read_metadata, set_metadata
 from slimfg.io import atomic_path, temp_dir
 
 log = logging.getLogger("slimfg")
+TENSORRT_QDQ = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}
 
 
-def quantize(fp32: Path, out: Path, calib: np.ndarray, batch: int = 16) -> None:
-    """Static QDQ int8 (uint8 activations, int8 per-channel weights, MinMax calibration)."""
+def quantize(fp32: Path, out: Path, calib: np.ndarray, batch: int = 16, tensorrt: bool = False) -> None:
+    """Static QDQ int8 (uint8 activations, int8 per-channel weights, MinMax calibration).
+
+    `tensorrt`: the graph TensorRT's ONNX parser accepts: int8 activations, zero points 0
+    (symmetric activations and weights) and biases left in float (TensorRT rejects uint8
+    activations, non-zero zero points and int32 DequantizeLinear)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -51,15 +56,16 @@ def quantize(fp32: Path, out: Path, calib: np.ndarray, batch: int = 16) -> None:
         Reader(),
         quant_format=QuantFormat.QDQ,
         per_channel=True,
-        activation_type=QuantType.QUInt8,
+        activation_type=QuantType.QInt8 if tensorrt else QuantType.QUInt8,
         weight_type=QuantType.QInt8,
         calibrate_method=CalibrationMethod.MinMax,
+        extra_options=TENSORRT_QDQ if tensorrt else {},
     )
     prep.unlink()
 
 
 def export_int8(model: nn.Module, card: ModelCard, out: Path, inputs: ExportInputs,
-                cfg: ExportConfig) -> ExportResult:  # fmt: skip
+                cfg: ExportConfig, tensorrt: bool = False) -> ExportResult:  # fmt: skip
     import onnx
 
     if inputs.calib is None:
@@ -69,7 +75,7 @@ def export_int8(model: nn.Module, card: ModelCard, out: Path, inputs: ExportInpu
         fp32 = Path(tmp) / "fp32.onnx"
         export_onnx(model, card, fp32, verify_x)
         with atomic_path(out) as tmp_out:
-            quantize(fp32, Path(tmp) / "int8.onnx", calib_x.numpy())
+            quantize(fp32, Path(tmp) / "int8.onnx", calib_x.numpy(), tensorrt=tensorrt)
             proto = onnx.load(str(Path(tmp) / "int8.onnx"))
             onnx.save(proto, str(tmp_out))
             run_fp32, run_int8 = ort_runner(fp32), ort_runner(tmp_out)
@@ -90,6 +96,8 @@ def export_int8(model: nn.Module, card: ModelCard, out: Path, inputs: ExportInpu
                 )
             props = read_metadata(fp32)
             scheme = {"format": "QDQ", "activations": "uint8", "weights": "int8 per-channel"}
+            if tensorrt:
+                scheme = {**scheme, "activations": "int8 symmetric", "bias": "float", "for": "tensorrt"}
             props["quantization"] = json.dumps({**scheme, "calibration": "minmax"})
             set_metadata(proto, {**props, "verification": json.dumps(check)})
             onnx.save(proto, str(tmp_out))

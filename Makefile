@@ -2,6 +2,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LITERT := .venv-litert
 
 .PHONY: demo test lint clean results
 
@@ -11,21 +12,27 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# LiteRT cannot share .venv with executorch: its own environment, layered on .venv
+$(LITERT)/.installed: $(STAMP)
+	$(BIN)/python scripts/litert_env.py $(LITERT)
+	touch $@
+
 demo: $(STAMP)
 	$(BIN)/slimfg demo
 
-test: $(STAMP)
+test: $(STAMP) $(LITERT)/.installed
 	$(BIN)/ruff check slimfg tests benchmarks scripts examples
 	$(BIN)/ruff format --check slimfg tests benchmarks scripts examples
 	$(BIN)/pytest
 	$(BIN)/pytest -m breadth -n 2 -q
+	$(LITERT)/bin/python -m pytest -q tests/test_tflite.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check --fix slimfg tests benchmarks scripts examples
 	$(BIN)/ruff format slimfg tests benchmarks scripts examples
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(LITERT) runs .pytest_cache
 
 # docs/results.md from benchmarks/results/*.json (run the benchmarks first; see docs/results.md)
 results: $(STAMP)

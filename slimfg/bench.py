@@ -65,6 +65,10 @@ def runner_for(fmt: str, path: Path) -> Callable:
         from slimfg.exporters.executorch import executorch_runner
 
         return executorch_runner(path)
+    if fmt.startswith("tflite"):
+        from slimfg.exporters.tflite import tflite_runner
+
+        return tflite_runner(path)
     return ort_runner(path)
 
 
@@ -77,6 +81,8 @@ def available_formats() -> list[str]:
         found.append("openvino")
     if importlib.util.find_spec("executorch") is not None:
         found += ["executorch", "executorch-int8"]
+    if importlib.util.find_spec("litert_torch") is not None:
+        found += ["tflite", "tflite-int8"]
     return found
 
 

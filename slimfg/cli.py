@@ -554,7 +554,7 @@ def _batch_profile(_ctx, _param, value) -> tuple[int, int, int]:
     "--static-batch", type=click.IntRange(1), default=None, help="Fix the batch dimension (default: dynamic)."
 )
 @click.option("--fp16", is_flag=True, help="trt, trt-rtx: build an fp16 engine.")
-@click.option("--int8", is_flag=True, help="trt, trt-rtx, executorch: int8 (needs --calib).")
+@click.option("--int8", is_flag=True, help="trt, trt-rtx, executorch, tflite: int8 (needs --calib).")
 @click.option(
     "--batch",
     default="1,8,32",
@@ -607,7 +607,7 @@ def bench(models, formats, data_dir, rounds, out_dir) -> None:
     from slimfg.bench import bench as run_bench
 
     wanted = [f.strip() for f in formats.split(",") if f.strip()]
-    optional = ("openvino", "trt", "executorch", "executorch-int8")
+    optional = ("openvino", "trt", "executorch", "executorch-int8", "tflite", "tflite-int8")
     skipped = [f for f in wanted if f in optional and f not in available_formats()]
     for f in skipped:
         log.warning("skipping %s: not available on this machine", f)

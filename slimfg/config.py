@@ -51,6 +51,8 @@ FORMAT_SUFFIX = {
     "trt-rtx": ".engine",
     "executorch": ".pte",
     "executorch-int8": ".pte",
+    "tflite": ".tflite",
+    "tflite-int8": ".tflite",
 }
 
 

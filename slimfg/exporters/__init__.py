@@ -25,6 +25,7 @@ from slimfg.exporters.executorch import export_executorch, require_executorch
 from slimfg.exporters.onnx import export_onnx
 from slimfg.exporters.onnx_int8 import export_int8
 from slimfg.exporters.openvino import export_openvino
+from slimfg.exporters.tflite import export_tflite, require_litert
 from slimfg.exporters.trt import export_trt, require_tensorrt
 
 log = logging.getLogger("slimfg")
@@ -42,6 +43,14 @@ def _executorch_int8(model, card, out: Path, inputs: ExportInputs, cfg: ExportCo
     return export_executorch(model, card, out, inputs, cfg, int8=True)
 
 
+def _tflite(model, card, out: Path, inputs: ExportInputs, cfg: ExportConfig) -> ExportResult:
+    return export_tflite(model, card, out, inputs, cfg, int8=cfg.int8)
+
+
+def _tflite_int8(model, card, out: Path, inputs: ExportInputs, cfg: ExportConfig) -> ExportResult:
+    return export_tflite(model, card, out, inputs, cfg, int8=True)
+
+
 def _trt_rtx(model, card, out: Path, inputs: ExportInputs, cfg: ExportConfig) -> ExportResult:
     return export_trt(model, card, out, inputs, cfg, fmt="trt-rtx")
 
@@ -54,12 +63,14 @@ EXPORTERS = {
     "openvino": export_openvino,
     "executorch": _executorch,
     "executorch-int8": _executorch_int8,
+    "tflite": _tflite,
+    "tflite-int8": _tflite_int8,
 }
 SUFFIX = FORMAT_SUFFIX
 
 
 def uses_int8(fmt: str, cfg: ExportConfig) -> bool:
-    return fmt.endswith("-int8") or (fmt in ("trt", "trt-rtx", "executorch") and cfg.int8)
+    return fmt.endswith("-int8") or (fmt in ("trt", "trt-rtx", "executorch", "tflite") and cfg.int8)
 
 
 def check_format(fmt: str, cfg: ExportConfig, has_calib: bool) -> None:
@@ -71,6 +82,12 @@ def check_format(fmt: str, cfg: ExportConfig, has_calib: bool) -> None:
         require_executorch()
         if cfg.static_batch:
             raise SlimfgError("--static-batch: ExecuTorch programs take any batch of 1 to 32")
+    if fmt.startswith("tflite"):
+        require_litert()
+        if cfg.static_batch:
+            raise SlimfgError(
+                "--static-batch: LiteRT models are converted at batch 1 and resized at run time"
+            )
     if int8 and not has_calib:
         flag = " --int8" if cfg.int8 else ""
         raise SlimfgError(f"--format {fmt}{flag} needs --calib DATA (real images to calibrate on)")

@@ -102,7 +102,7 @@ def bench(
             raise unknown_name("format", fmt, available_formats())
     out = check_writable(Path(out_dir) / "bench.json").parent
     # The bench reports int8 agreement instead of failing on it.
-    cfg = ExportConfig(data=data_dir, calib=data_dir or str(data.SAMPLE), min_agreement=0.0)
+    cfg = ExportConfig(data=data_dir, calib=data_dir or str(data.SAMPLE), min_agreement=0.0, verify_images=64)
     rows, runners, size = [], {}, None
     with tempfile.TemporaryDirectory() as tmp:
         for i, model_path in enumerate(models):

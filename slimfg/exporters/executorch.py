@@ -98,7 +98,7 @@ def export_executorch(model: nn.Module, card: ModelCard, out: Path, inputs: Expo
     if int8 and inputs.calib is None:
         raise SlimfgError("--format executorch-int8 needs --calib DATA (real images to calibrate on)")
     fmt = "executorch-int8" if int8 else "executorch"
-    x = inputs.verify[: min(cfg.verify_images, MAX_BATCH)]
+    x = inputs.verify[: cfg.verify_images]
     buffer = to_program(model, x, inputs.calib if int8 else None)
     with torch.no_grad():
         want = model.eval().cpu()(x).numpy()

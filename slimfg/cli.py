@@ -17,7 +17,8 @@ import click
 
 from slimfg.config import (
     BN_STATS,
-    DEFAULT_FINETUNE,
+    FINETUNE_EPOCHS,
+    FINETUNE_STEPS,
     FORMAT_SUFFIX,
     IMPORTANCE_NAMES,
     LR_DECAYS,
@@ -434,7 +435,8 @@ def rank(model: str, keep: float, keep_residual: float | None, round_to: int, ou
 @click.option(
     "--finetune",
     default=None,
-    help=f"Fine-tune schedule after the repair, '' for none (default: {DEFAULT_FINETUNE} with --data).",
+    help="Fine-tune schedule after the repair, '' for none (default with --data: 't' x epochs "
+    f"for about {FINETUNE_STEPS} steps, {FINETUNE_EPOCHS[0]} to {FINETUNE_EPOCHS[1]} epochs).",
 )
 @click.option(
     "--optimizer",

@@ -24,7 +24,7 @@ from slimfg import artifact, data
 from slimfg.bench import available_formats, paired_latency, table
 from slimfg.bench import bench as run_bench
 from slimfg.card import ModelCard
-from slimfg.config import ATTENTION_PHASES, ExportConfig, PruneConfig, TrainConfig
+from slimfg.config import ATTENTION_PHASES, ExportConfig, PruneConfig, TrainConfig, default_finetune
 from slimfg.errors import SlimfgError
 from slimfg.evaluate import evaluate_model
 from slimfg.exporters import EXPORTERS, SUFFIX, check_format, uses_int8
@@ -71,6 +71,11 @@ def prune_artifact(cfg: PruneConfig) -> dict:
         card_scores(model, card)  # one-line error for a model trained without attention
     splits = data.load(cfg.data) if cfg.data else None
     train_split, has_test = (splits.train, splits.test is not None) if splits else (None, False)
+    if splits and cfg.finetune is None:  # the default budget: about FINETUNE_STEPS steps
+        cfg = replace(cfg, finetune=default_finetune(len(train_split), cfg.batch_size))
+        log.info(
+            "fine-tune: %d epochs of %d images (--finetune to change)", len(cfg.finetune), len(train_split)
+        )
 
     def measure(m: nn.Module, m_card: ModelCard) -> dict:
         """Size, and accuracy on val (what fine-tuning selects on) and test (what it does not)."""
@@ -123,6 +128,7 @@ def prune_artifact(cfg: PruneConfig) -> dict:
         "before": before,
         "after": after,
         "pruned_val_top1": pruned_val_top1,
+        "finetune": cfg.schedule,
         "kept_epoch": card.train.get("kept_epoch") if cfg.schedule else None,
     }
     card.pruning = {**card.pruning, "report": report}
@@ -201,11 +207,13 @@ def demo(out: str = "runs/demo", schedule: str = "faaa", image_size: int = 128, 
     sample = str(data.SAMPLE)
     echo(f"[1/4] train lite0 ({schedule}) on the bundled sample: {sample}")
     dense = train(TrainConfig(data=sample, out=out, schedule=schedule, image_size=image_size))
-    echo(
-        f"[2/4] prune to keep {keep}, repair and fine-tune with the defaults (distilled from the dense model)"
-    )
+    echo(f"[2/4] prune to keep {keep}, repair and fine-tune 3 epochs (distilled from the dense model)")
     pruned = run / "pruned.safetensors"
-    prune_artifact(PruneConfig(model=str(dense), out=str(pruned), keep=keep, data=sample, latency=False))
+    # 3 epochs, not the default's 15 for 240 images: the demo is meant to take minutes
+    prune_cfg = PruneConfig(
+        model=str(dense), out=str(pruned), keep=keep, data=sample, finetune="ttt", latency=False
+    )
+    prune_artifact(prune_cfg)
     echo("[3/4] export the pruned model to ONNX and ONNX Runtime int8, verified")
     for fmt, path in (("onnx", run / "pruned.onnx"), ("onnx-int8", run / "pruned_int8.onnx")):
         # min_agreement 0: the demo reports int8's agreement with fp32 instead of failing on it

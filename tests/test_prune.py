@@ -7,7 +7,7 @@ from torch import nn
 
 from slimfg import artifact, attention, models
 from slimfg.card import ModelCard
-from slimfg.config import DEFAULT_LR, PruneConfig, TrainConfig
+from slimfg.config import DEFAULT_LR, FINETUNE_STEPS, PruneConfig, TrainConfig, default_finetune
 from slimfg.errors import SlimfgError
 from slimfg.pipeline import prune_artifact
 from slimfg.pruning.graph import count, example_input, stem_convs
@@ -213,7 +213,7 @@ def test_prune_then_finetune_through_the_cli(tiny_data, tmp_path):
     report = card.pruning["report"]
     assert report["after"]["params"] < 0.5 * report["before"]["params"]
     assert report["after"]["latency_b32_s"] > 0
-    assert card.pruning["history"] and card.train["schedule"] == "ta"
+    assert card.pruning["history"] and card.train["schedule"] == "ta" and report["finetune"] == "ta"
     assert card.pruning["importance"] == "attention-taylor"  # the default when there is --data
     assert card.attention["mode"] == "out"  # the fine-tune's 'a' phase re-learned attention
     assert count(model, example_input(32))["params"] == report["after"]["params"]
@@ -223,6 +223,15 @@ def test_prune_then_finetune_through_the_cli(tiny_data, tmp_path):
         "pruned_finetune",
         "run",
     ]
+
+
+@pytest.mark.parametrize(("images", "epochs"), [(6552, 3), (1500, 13), (240, 15), (100_000, 3), (1, 15)])
+def test_default_finetune_budget_is_steps_not_epochs(images, epochs):
+    """Flowers-102 (6,552 train images) gets 3 epochs, a 1,500-image dataset 13: about
+    FINETUNE_STEPS optimizer steps each, within 3 to 15 epochs."""
+    assert default_finetune(images, 32) == "t" * epochs
+    if 3 < epochs < 15:
+        assert FINETUNE_STEPS <= epochs * -(-images // 32) < FINETUNE_STEPS + -(-images // 32)
 
 
 def test_drop_plan_names_exactly_the_channels_prune_removes():

@@ -573,9 +573,11 @@ def export(model: str, fmt: str, out: str | None, **options) -> None:
         out = default_export_path(model, fmt, options["int8"])
     result = export_artifact(model, fmt, out or "", ExportConfig(**options))
     v = result.verification
-    line = (
-        f"{fmt}: {result.path} ({result.bytes / 1e6:.2f} MB), vs {v.get('reference')} on {v.get('images')} "
-    )
+    line = f"{fmt}: {result.path} ({result.bytes / 1e6:.2f} MB), "
+    if "max_abs_diff" not in v:  # trt-rtx without a GPU: built, not run
+        click.echo(line + f"built in {v['build_s']:.1f} s ({v['precision']}); not run: no CUDA GPU here")
+        return
+    line += f"vs {v.get('reference')} on {v.get('images')} "
     line += f"real images: max abs diff {v['max_abs_diff']:.2e} (logit range {v['logit_range']:.1f}), "
     line += f"top-1 agreement {v['top1_agreement']:.1%}"
     if "val_top1" in v:

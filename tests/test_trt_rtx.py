@@ -34,6 +34,21 @@ def test_fp32_engine_builds_without_a_gpu(imagenet_lite0, tmp_path):
         assert side["export"]["verification"]["ran"].startswith("no: no CUDA GPU")
 
 
+def test_cli_prints_the_build_when_there_is_no_gpu_to_run_it(imagenet_lite0, tmp_path):
+    from click.testing import CliRunner
+
+    from slimfg.cli import main
+
+    out = tmp_path / "m.engine"
+    result = CliRunner().invoke(
+        main, ["export", str(imagenet_lite0), "--format", "trt-rtx", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    if not torch.cuda.is_available():
+        assert "built in" in result.output and "not run: no CUDA GPU" in result.output
+    assert out.is_file()
+
+
 def test_int8_graph_follows_tensorrt_rules_and_builds(lite0_onnx, imagenet_lite0, tmp_path):
     _, card = artifact.load(imagenet_lite0)
     calib, _ = real_images(card, None, 32, split="train")

@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LITERT := .venv-litert
 
-.PHONY: demo test lint clean results
+.PHONY: demo test test-breadth lint clean results
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -24,8 +24,12 @@ test: $(STAMP) $(LITERT)/.installed
 	$(BIN)/ruff check slimfg tests benchmarks scripts examples
 	$(BIN)/ruff format --check slimfg tests benchmarks scripts examples
 	$(BIN)/pytest
-	$(BIN)/pytest -m breadth -n 2 -q
+	$(BIN)/pytest -m breadth_ci -n 2 -q
 	$(LITERT)/bin/python -m pytest -q tests/test_tflite.py
+
+# the support contract over every torchvision model and timm family (about 25 minutes)
+test-breadth: $(STAMP)
+	$(BIN)/pytest -m breadth -n 2 -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check --fix slimfg tests benchmarks scripts examples

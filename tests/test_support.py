@@ -35,8 +35,35 @@ def test_conv_classifier_is_the_head():
     assert model.get_submodule(name) is model.get_classifier() and model.get_classifier().out_channels == 7
 
 
-@pytest.mark.breadth  # `make test` runs these as a second pytest on 2 workers (-m breadth -n 2)
-@pytest.mark.parametrize("arch", support.torchvision_models() + list(support.TIMM.values()))
+# One torchvision model per family (the five among them) and every timm family:
+# what `make test` runs (-m breadth_ci -n 2). The whole list (-m breadth) takes about
+# 25 minutes on 2 cores, too long for the 30-minute CI next to the rest; `make
+# test-breadth` runs it, and benchmarks/support.py writes the support table from it.
+CI_TORCHVISION = [
+    "alexnet", "convnext_tiny", "densenet121", "efficientnet_b0", "efficientnet_v2_s", "googlenet",
+    "inception_v3", "maxvit_t", "mnasnet1_0", "mobilenet_v2", "mobilenet_v3_small", "regnet_x_400mf",
+    "regnet_y_400mf", "resnet18", "resnext50_32x4d", "shufflenet_v2_x1_0", "squeezenet1_1", "swin_t",
+    "swin_v2_t", "vgg11_bn", "vit_b_32", "wide_resnet50_2",
+]  # fmt: skip
+CI_MODELS = set(CI_TORCHVISION) | set(support.TIMM.values())
+
+
+def _params(models: list[str]) -> list:
+    ci = pytest.mark.breadth_ci
+    return [
+        pytest.param(a, marks=[pytest.mark.breadth, ci] if a in CI_MODELS else [pytest.mark.breadth])
+        for a in models
+    ]
+
+
+def test_the_ci_subset_covers_every_torchvision_family():
+    every = support.torchvision_models()
+    assert set(CI_TORCHVISION) <= set(every)
+    assert {support.family(a) for a in every} == {support.family(a) for a in CI_TORCHVISION}
+    assert {"googlenet", "inception_v3", "shufflenet_v2_x1_0", "mnasnet1_0", "convnext_tiny"} <= CI_MODELS
+
+
+@pytest.mark.parametrize("arch", _params(support.torchvision_models() + list(support.TIMM.values())))
 def test_support_contract(arch, tmp_path):
     row = support.contract(arch, tmp_path)
     if row["status"] == "refused":

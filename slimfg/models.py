@@ -180,6 +180,8 @@ def check_supported(arch: str) -> None:
 UNPRUNABLE_LAYERS = {
     "MixedConv2d": "splits its channels into fixed-size groups (timm's mixed depthwise conv), which "
     "channel pruning cannot resize",
+    "SplitAttn": "reshapes its channels into radix groups (timm's ResNeSt split attention), which "
+    "torch-pruning does not keep consistent: the pruned model no longer ran",
     "LinearBottleneck": "adds its shortcut to a slice of its channels (timm's ReXNet), on which "
     "torch-pruning's dependency analysis did not finish in 10 minutes",
 }

@@ -113,10 +113,11 @@ def build_pruner(model, example_inputs, importance, keep, global_pruning=False, 
 
 def check_prunable(model: nn.Module, example_inputs: torch.Tensor, name: str) -> None:
     """A one-line SlimfgError, before any training, for a model that torch-pruning cannot
-    cut: a trial prune to keep 0.5 of a copy (a few seconds for a mid-size CNN)."""
+    cut: a trial prune to keep 0.5 of a copy (a few seconds for a mid-size CNN), with
+    prune's default channel rounding."""
     trial = copy.deepcopy(model).eval()
     with _one_line(f"{name} is not supported: torch-pruning cannot cut it"), torch.enable_grad():
-        build_pruner(trial, example_inputs, tp.importance.MagnitudeImportance(), 0.5, round_to=None).step()
+        build_pruner(trial, example_inputs, tp.importance.MagnitudeImportance(), 0.5, round_to=16).step()
         with torch.no_grad():
             trial(example_inputs)
 
@@ -206,7 +207,8 @@ def prune(
     result.history = [
         [name, bool(out), [int(i) for i in idxs]] for name, out, idxs in pruner.pruning_history()
     ]
-    result.after = count(model, example_inputs)
+    with _one_line(f"torch-pruning cut {type(model).__name__} into a model that no longer runs"):
+        result.after = count(model, example_inputs)
     return result
 
 

@@ -114,7 +114,10 @@ def classifier_name(model: nn.Module) -> str:
                 if m is head:
                     return name
     names = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not names:
+    if not names:  # SqueezeNet classifies with a last 1x1 conv, then pools
+        convs = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+        if convs and convs[-1][1].kernel_size == (1, 1) and convs[-1][0].startswith("classifier."):
+            return convs[-1][0]
         raise SlimfgError(f"no Linear classifier found in {type(model).__name__}")
     return names[-1]
 
@@ -123,7 +126,10 @@ def replace_head(model: nn.Module, num_classes: int) -> None:
     name = classifier_name(model)
     parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
     old = model.get_submodule(name)
-    new = nn.Linear(old.in_features, num_classes)
+    if isinstance(old, nn.Conv2d):
+        new = nn.Conv2d(old.in_channels, num_classes, 1)
+    else:
+        new = nn.Linear(old.in_features, num_classes)
     if isinstance(parent, nn.Sequential):
         parent[int(name.rpartition(".")[2])] = new
     else:

@@ -13,7 +13,7 @@ from PIL import Image
 from slimfg import artifact, data, models
 from slimfg.card import ModelCard
 from slimfg.cli import main
-from slimfg.config import ExportConfig
+from slimfg.config import FORMAT_SUFFIX, ExportConfig
 from slimfg.errors import SlimfgError
 from slimfg.exporters import EXPORTERS, export_onnx
 from slimfg.exporters.onnx import read_metadata
@@ -38,7 +38,10 @@ def test_onnx_export_verified_with_metadata(tmp_path):
     assert proto.opset_import[0].version >= 17
     session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     assert session.run(None, {"input": torch.randn(5, 3, 48, 48).numpy()})[0].shape == (5, 4)  # dynamic batch
-    assert set(EXPORTERS) == {"onnx", "onnx-int8", "trt", "openvino"}
+    assert set(EXPORTERS) == set(FORMAT_SUFFIX) == {
+        "onnx", "onnx-int8", "trt", "trt-rtx", "openvino",
+        "executorch", "executorch-int8", "tflite", "tflite-int8",
+    }  # fmt: skip
 
 
 def test_static_batch(imagenet_lite0, tmp_path):

@@ -4,6 +4,7 @@ calibrates on, ONNX Runtime helpers and the checks that run before anything is w
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -19,6 +20,8 @@ from slimfg.config import ExportConfig
 from slimfg.errors import SlimfgError
 from slimfg.io import write_text
 from slimfg.runtime import session_options
+
+log = logging.getLogger("slimfg")
 
 
 @dataclass
@@ -133,3 +136,40 @@ def _maybe_json(value: str):
         return json.loads(value)
     except (TypeError, ValueError):
         return value
+
+
+def require_match(check: dict, what: str, rtol: float) -> None:
+    """fp32 exports: max abs difference within `rtol` of the logit range and the same top-1."""
+    if check["max_abs_diff"] > rtol * max(check["logit_range"], 1.0) or check["top1_agreement"] < 1.0:
+        raise SlimfgError(
+            f"{what} (max diff {check['max_abs_diff']:.2e}, top-1 agreement {check['top1_agreement']:.1%})"
+        )
+
+
+def check_int8(check: dict, run_int8: Callable, run_fp32: Callable, inputs: ExportInputs,
+               cfg: ExportConfig, what: str = "int8 model") -> None:  # fmt: skip
+    """int8 exports: val top-1 of both on DATA's val split (when there is one), logged and
+    stored in `check`; fails below `cfg.min_agreement` top-1 agreement with fp32."""
+    check["calib_images"] = len(inputs.calib)
+    if inputs.evaluate is not None:
+        check["val_top1_fp32"] = accuracy(run_fp32, inputs.evaluate())["top1"]
+        check["val_top1"] = accuracy(run_int8, inputs.evaluate())["top1"]
+        log.info(
+            "int8: top-1 agreement with fp32 %.1f%%, val top-1 %.4f (fp32 %.4f)",
+            100 * check["top1_agreement"], check["val_top1"], check["val_top1_fp32"],
+        )  # fmt: skip
+    if check["top1_agreement"] < cfg.min_agreement:
+        raise SlimfgError(
+            f"{what} agrees with fp32 on only {check['top1_agreement']:.1%} of images "
+            f"(< {cfg.min_agreement:.0%}); calibrate on more images (--calib-images)"
+        )
+
+
+def torch_runner(model):
+    """numpy batch -> logits of a PyTorch module (the fp32 reference)."""
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(x)).numpy()
+
+    return run

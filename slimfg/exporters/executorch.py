@@ -12,7 +12,6 @@ is a val split). A .pte has no metadata slot, so classes and preprocessing trave
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +21,18 @@ from torch import nn
 from slimfg.card import ModelCard
 from slimfg.config import ExportConfig
 from slimfg.errors import SlimfgError
-from slimfg.exporters.common import ExportInputs, ExportResult, accuracy, compare, write_sidecar
+from slimfg.exporters.common import (
+    ExportInputs,
+    ExportResult,
+    check_int8,
+    compare,
+    require_match,
+    torch_runner,
+    write_sidecar,
+)
 from slimfg.exporters.onnx import RTOL, onnx_metadata
 from slimfg.io import atomic_path
 
-log = logging.getLogger("slimfg")
 INSTALL = "pip install 'slimfg[executorch]'"
 # The program's memory is planned for the largest batch, so the bound is kept modest.
 MAX_BATCH = 32
@@ -107,31 +113,12 @@ def export_executorch(model: nn.Module, card: ModelCard, out: Path, inputs: Expo
         run = executorch_runner(tmp)
         check = compare(run(x.numpy()), want)
         check["reference"] = "pytorch fp32"
-        if not int8 and (
-            check["max_abs_diff"] > RTOL * max(check["logit_range"], 1.0) or check["top1_agreement"] < 1.0
-        ):
-            raise SlimfgError(
-                f"ExecuTorch program does not match PyTorch (max diff {check['max_abs_diff']:.2e}, "
-                f"top-1 agreement {check['top1_agreement']:.1%})"
-            )
+        if not int8:
+            require_match(check, "ExecuTorch program does not match PyTorch", RTOL)
         props = onnx_metadata(card)
         props["max_batch"] = str(MAX_BATCH)
         if int8:
-            check["calib_images"] = len(inputs.calib)
-            if inputs.evaluate is not None:
-                fp32 = lambda b: model(torch.from_numpy(b)).detach().numpy()  # noqa: E731
-                with torch.no_grad():
-                    check["val_top1_fp32"] = accuracy(fp32, inputs.evaluate())["top1"]
-                check["val_top1"] = accuracy(run, inputs.evaluate())["top1"]
-                log.info(
-                    "int8: top-1 agreement with fp32 %.1f%%, val top-1 %.4f (fp32 %.4f)",
-                    100 * check["top1_agreement"], check["val_top1"], check["val_top1_fp32"],
-                )  # fmt: skip
-            if check["top1_agreement"] < cfg.min_agreement:
-                raise SlimfgError(
-                    f"int8 program agrees with fp32 on only {check['top1_agreement']:.1%} of images "
-                    f"(< {cfg.min_agreement:.0%}); calibrate on more images (--calib-images)"
-                )
+            check_int8(check, run, torch_runner(model), inputs, cfg, "int8 program")
             scheme = {"format": "PT2E XNNPACK", "activations": "int8", "weights": "int8 per-channel"}
             props["quantization"] = json.dumps({**scheme, "calibration": "minmax"})
         result = ExportResult(out, fmt, len(buffer), check)

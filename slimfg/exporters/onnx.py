@@ -18,7 +18,7 @@ from torch import nn
 from slimfg import __version__
 from slimfg.card import ModelCard
 from slimfg.errors import SlimfgError
-from slimfg.exporters.common import ExportResult, compare, ort_runner
+from slimfg.exporters.common import ExportResult, compare, ort_runner, require_match
 from slimfg.io import atomic_path
 
 log = logging.getLogger("slimfg")
@@ -111,11 +111,7 @@ def export_onnx(
         with torch.no_grad():
             want = model.eval().cpu()(inputs).numpy()
         check = compare(got, want)
-        if check["max_abs_diff"] > RTOL * max(check["logit_range"], 1.0) or check["top1_agreement"] < 1.0:
-            raise SlimfgError(
-                f"ONNX export does not match PyTorch (max diff {check['max_abs_diff']:.2e}, "
-                f"top-1 agreement {check['top1_agreement']:.1%})"
-            )
+        require_match(check, "ONNX export does not match PyTorch", RTOL)
         check["reference"] = "pytorch"
         props = {p.key: p.value for p in proto.metadata_props}
         set_metadata(proto, {**props, "verification": json.dumps(check)})

@@ -8,7 +8,6 @@ val top-1 of both on DATA's val split, so the accuracy cost is printed and store
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +16,10 @@ from torch import nn
 from slimfg.card import ModelCard
 from slimfg.config import ExportConfig
 from slimfg.errors import SlimfgError
-from slimfg.exporters.common import ExportInputs, ExportResult, accuracy, compare, ort_runner
+from slimfg.exporters.common import ExportInputs, ExportResult, check_int8, compare, ort_runner
 from slimfg.exporters.onnx import export_onnx, read_metadata, set_metadata
 from slimfg.io import atomic_path, temp_dir
 
-log = logging.getLogger("slimfg")
 TENSORRT_QDQ = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}
 
 
@@ -81,19 +79,7 @@ def export_int8(model: nn.Module, card: ModelCard, out: Path, inputs: ExportInpu
             run_fp32, run_int8 = ort_runner(fp32), ort_runner(tmp_out)
             check = compare(run_int8(verify_x.numpy()), run_fp32(verify_x.numpy()))
             check["reference"] = "onnx fp32"
-            check["calib_images"] = len(calib_x)
-            if inputs.evaluate is not None:
-                check["val_top1_fp32"] = accuracy(run_fp32, inputs.evaluate())["top1"]
-                check["val_top1"] = accuracy(run_int8, inputs.evaluate())["top1"]
-                log.info(
-                    "int8: top-1 agreement with fp32 %.1f%%, val top-1 %.4f (fp32 %.4f)",
-                    100 * check["top1_agreement"], check["val_top1"], check["val_top1_fp32"],
-                )  # fmt: skip
-            if check["top1_agreement"] < cfg.min_agreement:
-                raise SlimfgError(
-                    f"int8 model agrees with fp32 on only {check['top1_agreement']:.1%} of images "
-                    f"(< {cfg.min_agreement:.0%}); calibrate on more images (--calib-images)"
-                )
+            check_int8(check, run_int8, run_fp32, inputs, cfg)
             props = read_metadata(fp32)
             scheme = {"format": "QDQ", "activations": "uint8", "weights": "int8 per-channel"}
             if tensorrt:

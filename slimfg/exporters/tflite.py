@@ -17,7 +17,6 @@ lives in an environment of its own (`make test` builds `.venv-litert` for its te
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +26,18 @@ from torch import nn
 from slimfg.card import ModelCard
 from slimfg.config import ExportConfig
 from slimfg.errors import SlimfgError
-from slimfg.exporters.common import ExportInputs, ExportResult, accuracy, compare, write_sidecar
+from slimfg.exporters.common import (
+    ExportInputs,
+    ExportResult,
+    check_int8,
+    compare,
+    require_match,
+    torch_runner,
+    write_sidecar,
+)
 from slimfg.exporters.onnx import RTOL, onnx_metadata
 from slimfg.io import atomic_path, temp_dir
 
-log = logging.getLogger("slimfg")
 INSTALL = "pip install 'slimfg[litert]' (in an environment without slimfg[executorch])"
 
 
@@ -115,30 +121,11 @@ def export_tflite(model: nn.Module, card: ModelCard, out: Path, inputs: ExportIn
         run = tflite_runner(converted)
         check = compare(run(x.numpy()), want)
         check["reference"] = "pytorch fp32"
-        if not int8 and (
-            check["max_abs_diff"] > RTOL * max(check["logit_range"], 1.0) or check["top1_agreement"] < 1.0
-        ):
-            raise SlimfgError(
-                f"LiteRT model does not match PyTorch (max diff {check['max_abs_diff']:.2e}, "
-                f"top-1 agreement {check['top1_agreement']:.1%})"
-            )
+        if not int8:
+            require_match(check, "LiteRT model does not match PyTorch", RTOL)
         props = onnx_metadata(card)
         if int8:
-            check["calib_images"] = len(inputs.calib)
-            if inputs.evaluate is not None:
-                with torch.no_grad():
-                    fp32 = lambda b: model(torch.from_numpy(b)).numpy()  # noqa: E731
-                    check["val_top1_fp32"] = accuracy(fp32, inputs.evaluate())["top1"]
-                check["val_top1"] = accuracy(run, inputs.evaluate())["top1"]
-                log.info(
-                    "int8: top-1 agreement with fp32 %.1f%%, val top-1 %.4f (fp32 %.4f)",
-                    100 * check["top1_agreement"], check["val_top1"], check["val_top1_fp32"],
-                )  # fmt: skip
-            if check["top1_agreement"] < cfg.min_agreement:
-                raise SlimfgError(
-                    f"int8 model agrees with fp32 on only {check['top1_agreement']:.1%} of images "
-                    f"(< {cfg.min_agreement:.0%}); calibrate on more images (--calib-images)"
-                )
+            check_int8(check, run, torch_runner(model), inputs, cfg)
             scheme = {"format": "PT2E LiteRT", "activations": "int8", "weights": "int8 per-channel",
                       "input_output": "int8 (scales in the file)"}  # fmt: skip
             props["quantization"] = json.dumps({**scheme, "calibration": "minmax"})

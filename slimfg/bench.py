@@ -24,7 +24,9 @@ from slimfg.config import ExportConfig
 from slimfg.errors import SlimfgError, unknown_name
 from slimfg.exporters import EXPORTERS, SUFFIX, uses_int8
 from slimfg.exporters.common import accuracy, check_writable, eval_batches, inputs_from_data, ort_runner
+from slimfg.exporters.executorch import executorch_runner
 from slimfg.exporters.openvino import openvino_runner
+from slimfg.exporters.tflite import tflite_runner
 from slimfg.io import atomic_path, write_text
 from slimfg.pruning.graph import count, example_input
 
@@ -62,12 +64,8 @@ def runner_for(fmt: str, path: Path) -> Callable:
     if fmt == "openvino":
         return openvino_runner(path)
     if fmt.startswith("executorch"):
-        from slimfg.exporters.executorch import executorch_runner
-
         return executorch_runner(path)
     if fmt.startswith("tflite"):
-        from slimfg.exporters.tflite import tflite_runner
-
         return tflite_runner(path)
     return ort_runner(path)
 

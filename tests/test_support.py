@@ -11,6 +11,8 @@ from click.testing import CliRunner
 from slimfg import models
 from slimfg.cli import main
 from slimfg.errors import SlimfgError
+from slimfg.pruning.graph import example_input
+from slimfg.pruning.pruner import check_prunable
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
 import support  # noqa: E402
@@ -68,7 +70,8 @@ def test_support_contract(arch, tmp_path):
     row = support.contract(arch, tmp_path)
     if row["status"] == "refused":
         assert row["reason"].startswith(f"{arch} is not supported: ") and "\n" not in row["reason"]
-        with pytest.raises(SlimfgError):
-            models.build(arch, 3, "none")
+        with pytest.raises(SlimfgError):  # by name or layer when built, else by the trial prune
+            size = support.SIZE.get(arch, support.DEFAULT_SIZE)
+            check_prunable(models.build(arch, 3, "none"), example_input(size), arch)
     else:
         assert row["status"] == "pass", row

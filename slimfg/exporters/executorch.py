@@ -101,8 +101,6 @@ def to_program(model: nn.Module, x: torch.Tensor, calib: torch.Tensor | None = N
 def export_executorch(model: nn.Module, card: ModelCard, out: Path, inputs: ExportInputs,
                       cfg: ExportConfig, int8: bool = False) -> ExportResult:  # fmt: skip
     require_executorch()
-    if int8 and inputs.calib is None:
-        raise SlimfgError("--format executorch-int8 needs --calib DATA (real images to calibrate on)")
     fmt = "executorch-int8" if int8 else "executorch"
     x = inputs.verify[: cfg.verify_images]
     buffer = to_program(model, x, inputs.calib if int8 else None)

@@ -109,8 +109,6 @@ def to_flatbuffer(model: nn.Module, size: int, path: Path, calib: torch.Tensor |
 def export_tflite(model: nn.Module, card: ModelCard, out: Path, inputs: ExportInputs,
                   cfg: ExportConfig, int8: bool = False) -> ExportResult:  # fmt: skip
     require_litert()
-    if int8 and inputs.calib is None:
-        raise SlimfgError("--format tflite-int8 needs --calib DATA (real images to calibrate on)")
     fmt = "tflite-int8" if int8 else "tflite"
     x = inputs.verify[: cfg.verify_images]
     with torch.no_grad():

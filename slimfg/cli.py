@@ -23,6 +23,7 @@ from slimfg.config import (
     IMPORTANCE_NAMES,
     LR_DECAYS,
     PHASES,
+    RUNTIMES,
     ExportConfig,
     PruneConfig,
     TrainConfig,
@@ -492,11 +493,47 @@ def rank(model: str, keep: float, keep_residual: float | None, round_to: int, ou
     show_default=True,
     help="Measure ONNX Runtime CPU latency before and after.",
 )
-def prune(model: str, **options) -> None:
+@click.option(
+    "--max-drop",
+    type=click.FloatRange(0, 100),
+    default=None,
+    help="Instead of --keep: the smallest model within this many points of val top-1, pruned "
+    "in stages (needs --data; writes OUT_frontier.json/.png).",
+)
+@click.option(
+    "--target-macs",
+    type=KEEP,
+    default=None,
+    help="Instead of --keep: the keep whose MACs are at most this share of the model's.",
+)
+@click.option(
+    "--target-latency",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    help="Instead of --keep: the keep whose latency on --runtime at --batch is at most this (ms).",
+)
+@click.option(
+    "--runtime",
+    type=click.Choice(RUNTIMES),
+    default=P["runtime"],
+    show_default=True,
+    help="Where --target-latency and the --max-drop frontier time the model (this CPU).",
+)
+@click.option(
+    "--batch", type=click.IntRange(1), default=P["batch"], show_default=True, help="Batch size for --runtime."
+)
+@click.option("--quick", is_flag=True, help="--max-drop with 1-epoch stages and recovery: a first look.")
+@click.pass_context
+def prune(ctx: click.Context, model: str, **options) -> None:
     """Remove the lowest-ranked channels of MODEL with dependency-aware structured pruning
-    (torch-pruning), repair, optionally fine-tune, and report params, MACs and accuracy."""
+    (torch-pruning), repair, optionally fine-tune, and report params, MACs and accuracy.
+
+    How much to cut: --keep, or a budget: --max-drop, --target-macs or --target-latency."""
     from slimfg.pipeline import prune_artifact
 
+    budgets = [k for k in ("max_drop", "target_macs", "target_latency") if options[k] is not None]
+    if budgets and ctx.get_parameter_source("keep") == click.core.ParameterSource.COMMANDLINE:
+        raise SlimfgError(f"--keep and --{budgets[0].replace('_', '-')} are alternatives; give one")
     options["lr"] = parse_lr(options["lr"], P["lr"]) if options["lr"] is not None else P["lr"]
     options["round_to"] = options["round_to"] or None
     report = prune_artifact(PruneConfig(model=model, **options))
@@ -507,6 +544,13 @@ def prune(model: str, **options) -> None:
             b, a = before[key], after[key]
             fmt = "{:14,d}" if isinstance(b, int) else "{:14.4f}"
             click.echo(f"{key:14}{fmt.format(b)}{fmt.format(a)}{a / b:8.3f}")
+    search = report.get("search")
+    if search and "probes" in search:
+        click.echo(f"keep {search['keep']} meets {search['target']} ({len(search['probes'])} probes)")
+    elif search:
+        chosen, frontier = search["points"][search["chosen"]], Path(options["out"]).stem + "_frontier"
+        click.echo(f"stage {search['chosen']} of {len(search['points']) - 1} kept: keep {chosen['keep']}, "
+                   f"{chosen['macs_ratio']:.3f}x MACs; frontier in {frontier}.json and .png")  # fmt: skip
     click.echo(f"wrote {options['out']}")
 
 

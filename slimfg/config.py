@@ -156,11 +156,23 @@ FINETUNE_STEPS = 600
 FINETUNE_EPOCHS = (3, 15)  # at least, at most
 
 
-def default_finetune(train_images: int, batch_size: int) -> str:
-    """The default fine-tune schedule for a train split of `train_images` images."""
-    steps = max(1, -(-train_images // batch_size))
-    epochs = min(max(-(-FINETUNE_STEPS // steps), FINETUNE_EPOCHS[0]), FINETUNE_EPOCHS[1])
-    return "t" * epochs
+# `--max-drop` prunes in stages (docs/method.md, "Pruning to a budget"): each stage cuts to
+# STAGE_MACS of the previous stage's MACs and recovers for about STAGE_STEPS steps (1 to 5
+# epochs) on at most STAGE_CALIB_IMAGES repair images, down to MIN_MACS of the dense model.
+STAGE_MACS = 0.7
+STAGE_STEPS = 150
+STAGE_EPOCHS = (1, 5)
+STAGE_CALIB_IMAGES = 512
+MIN_MACS = 0.1
+RUNTIMES = ("onnx", "onnx-int8", "openvino")  # what --target-latency / --runtime can time
+
+
+def default_finetune(train_images: int, batch_size: int, steps: int = FINETUNE_STEPS,
+                     epochs: tuple[int, int] = FINETUNE_EPOCHS) -> str:  # fmt: skip
+    """The fine-tune schedule of about `steps` optimizer steps (`epochs` at least, at most)
+    for a train split of `train_images` images."""
+    per_epoch = max(1, -(-train_images // batch_size))
+    return "t" * min(max(-(-steps // per_epoch), epochs[0]), epochs[1])
 
 
 @dataclass(kw_only=True)
@@ -198,6 +210,15 @@ class PruneConfig:
     latency: bool = True
     # Fine-tuning ends with the best state by val top-1, the repaired start included.
     keep_best: bool = True
+    # Budgets, instead of --keep (at most one): the smallest model within `max_drop` points of
+    # val top-1 (pruned in stages); or the keep that meets `target_macs` (share of the dense
+    # MACs) or `target_latency` (ms on `runtime` at `batch`).
+    max_drop: float | None = None
+    target_macs: float | None = None
+    target_latency: float | None = None
+    runtime: str = "onnx"
+    batch: int = 1
+    quick: bool = False  # --max-drop with 1-epoch stages and recovery, 64 repair images (CI, a first look)
 
     def validate(self) -> None:
         if not self.out.endswith(".safetensors"):
@@ -206,6 +227,16 @@ class PruneConfig:
             raise unknown_name("--bn-stats", self.bn_stats, list(BN_STATS))
         if self.finetune and not self.data:
             raise SlimfgError("--finetune needs --data DIR")
+        budgets = [f"--{k}" for k in ("max-drop", "target-macs", "target-latency")
+                   if getattr(self, k.replace("-", "_")) is not None]  # fmt: skip
+        if len(budgets) > 1:
+            raise SlimfgError(f"give one budget, not {' and '.join(budgets)}")
+        if self.max_drop is not None and not self.data:
+            raise SlimfgError("--max-drop needs --data DIR (accuracy is measured on its val split)")
+        if budgets and self.global_pruning:
+            raise SlimfgError(f"{budgets[0]} works with --per-layer pruning, not --global")
+        if self.runtime not in RUNTIMES:
+            raise unknown_name("--runtime", self.runtime, list(RUNTIMES))
 
     @property
     def schedule(self) -> str:

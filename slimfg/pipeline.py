@@ -24,7 +24,18 @@ from slimfg import artifact, data
 from slimfg.bench import available_formats, paired_latency, table
 from slimfg.bench import bench as run_bench
 from slimfg.card import ModelCard
-from slimfg.config import ATTENTION_PHASES, ExportConfig, PruneConfig, TrainConfig, default_finetune
+from slimfg.config import (
+    ATTENTION_PHASES,
+    MIN_MACS,
+    STAGE_CALIB_IMAGES,
+    STAGE_EPOCHS,
+    STAGE_MACS,
+    STAGE_STEPS,
+    ExportConfig,
+    PruneConfig,
+    TrainConfig,
+    default_finetune,
+)
 from slimfg.errors import SlimfgError
 from slimfg.evaluate import evaluate_model
 from slimfg.exporters import EXPORTERS, SUFFIX, check_format, uses_int8
@@ -35,6 +46,7 @@ from slimfg.pruning.graph import count, example_input, weights_bytes
 from slimfg.pruning.importance import GRADIENT_IMPORTANCES, card_scores
 from slimfg.pruning.pruner import prune
 from slimfg.pruning.repair import anchor_bn, bn_input_stats, match_bn, recalibrate_bn, refit
+from slimfg.search import keep_for, latency_cost, macs_cost, write_frontier
 from slimfg.train import train
 
 log = logging.getLogger("slimfg")
@@ -58,7 +70,8 @@ def prune_artifact(cfg: PruneConfig) -> dict:
     save it to `cfg.out`; returns the report (before / after / pruned_val_top1).
 
     `cfg.importance` None picks `attention-taylor` when there is data to take gradients
-    on, else `attention` (docs/method.md).
+    on, else `attention` (docs/method.md). A budget instead of `cfg.keep`: `target_macs` /
+    `target_latency` solve the keep first; `max_drop` prunes in stages (`_progressive`).
     """
     cfg.validate()  # before the slow evaluation below
     out = Path(cfg.out)
@@ -72,10 +85,9 @@ def prune_artifact(cfg: PruneConfig) -> dict:
     splits = data.load(cfg.data) if cfg.data else None
     train_split, has_test = (splits.train, splits.test is not None) if splits else (None, False)
     if splits and cfg.finetune is None:  # the default budget: about FINETUNE_STEPS steps
-        cfg = replace(cfg, finetune=default_finetune(len(train_split), cfg.batch_size))
-        log.info(
-            "fine-tune: %d epochs of %d images (--finetune to change)", len(cfg.finetune), len(train_split)
-        )
+        finetune = "t" if cfg.quick else default_finetune(len(train_split), cfg.batch_size)
+        cfg = replace(cfg, finetune=finetune)
+        log.info("fine-tune: %d epochs of %d images (--finetune to change)", len(finetune), len(train_split))
 
     def measure(m: nn.Module, m_card: ModelCard) -> dict:
         """Size, and accuracy on val (what fine-tuning selects on) and test (what it does not)."""
@@ -87,38 +99,20 @@ def prune_artifact(cfg: PruneConfig) -> dict:
         return result
 
     before = measure(model, card)
-    dense_stats, dense_model, calib = None, None, None
-    gradients = importance in GRADIENT_IMPORTANCES
-    if cfg.data and cfg.keep < 1.0 and (gradients or cfg.bn_stats in ("match", "refit")):
-        calib = data.sample_batches(train_split, card.preprocessing, cfg.calib_images)
-        if cfg.bn_stats == "match":
-            dense_stats = bn_input_stats(model, data.batch_images(calib))
-        elif cfg.bn_stats == "refit":
-            dense_model = copy.deepcopy(model)
-    t0 = time.perf_counter()
-    result = prune(
-        model, x0, keep=cfg.keep, importance=importance, calib=calib if gradients else None,
-        keep_residual=cfg.keep_residual, round_to=cfg.round_to, global_pruning=cfg.global_pruning,
-        protect_stem=cfg.protect_stem, scores=(card.attention or {}).get("scores"),
-    )  # fmt: skip
-    card = replace(card, pruning=result.record())
-    log.info("pruned with %s importance in %.1f s", importance, time.perf_counter() - t0)
-    if dense_stats is not None:
-        match_bn(model, dense_stats, result.kept, data.batch_images(calib))
-    elif dense_model is not None:
-        t0 = time.perf_counter()
-        done = refit(model, dense_model, calib, result.kept)
-        anchor_bn(model, calib)  # so that fine-tuning's batch statistics agree with the refit
-        log.info("refitted %d layers in %.1f s", len(done), time.perf_counter() - t0)
-    elif cfg.data and cfg.bn_stats == "recal" and cfg.bn_batches and cfg.keep < 1.0:
-        loader = data.loader(train_split, card.preprocessing, True, 32, 2)
-        recalibrate_bn(model, itertools.islice(loader, cfg.bn_batches))
+    search = None
+    if cfg.max_drop is not None:
+        model, card, search = _progressive(model, card, cfg, before, train_split, importance)
+    else:
+        keep = cfg.keep
+        if cfg.target_macs is not None or cfg.target_latency is not None:
+            keep, search = _solve_keep(model, card, cfg, before)
+        card = _cut(model, card, cfg, keep, train_split, importance, cfg.calib_images)
     pruned_val_top1 = None
     if cfg.data and cfg.schedule:  # what fine-tuning starts from
         pruned_val_top1 = evaluate_model(model, card, cfg.data)["top1"]
         log.info("val top-1 after pruning, before fine-tuning: %.4f", pruned_val_top1)
     if cfg.schedule:
-        model, card = _finetune(model, card, cfg)
+        model, card = _finetune(model, card, cfg, out.with_name(out.stem + "_finetune"))
     after = measure(model, card)
     if cfg.latency:
         dense, _ = artifact.load(cfg.model)
@@ -131,8 +125,15 @@ def prune_artifact(cfg: PruneConfig) -> dict:
         "finetune": cfg.schedule,
         "kept_epoch": card.train.get("kept_epoch") if cfg.schedule else None,
     }
+    if search is not None:
+        report["search"] = search
     card.pruning = {**card.pruning, "report": report}
     artifact.save(out, model, card)
+    if cfg.max_drop is not None:
+        final = {"val_top1": after["val_top1"], "test_top1": after.get("test_top1"),
+                 "dense_test_top1": before.get("test_top1"),
+                 "macs_ratio": after["macs"] / before["macs"]}  # fmt: skip
+        write_frontier(out.with_name(out.stem + "_frontier"), {**search, "final": final, "complete": True})
     for key in ("params", "macs"):
         log.info("%s: %d -> %d (%.3fx)", key, before[key], after[key], after[key] / before[key])
     if cfg.data:
@@ -140,10 +141,122 @@ def prune_artifact(cfg: PruneConfig) -> dict:
     return report
 
 
-def _finetune(model: nn.Module, card: ModelCard, cfg: PruneConfig) -> tuple[nn.Module, ModelCard]:
-    """Fine-tune the pruned model with the phase trainer (a run folder next to --out)."""
+def _cut(model: nn.Module, card: ModelCard, cfg: PruneConfig, keep: float, train_split, importance: str,
+         calib_images: int) -> ModelCard:  # fmt: skip
+    """Prune `model` in place to `keep` of its channels and repair it (`cfg.bn_stats`) on
+    `calib_images` of `train_split`; returns its card with the pruning record, appended to
+    the card's own for a later stage of progressive pruning (replay runs them in order)."""
+    x0 = example_input(card.size)
+    dense_stats, dense_model, calib = None, None, None
+    gradients = importance in GRADIENT_IMPORTANCES
+    if train_split is not None and keep < 1.0 and (gradients or cfg.bn_stats in ("match", "refit")):
+        calib = data.sample_batches(train_split, card.preprocessing, calib_images)
+        if cfg.bn_stats == "match":
+            dense_stats = bn_input_stats(model, data.batch_images(calib))
+        elif cfg.bn_stats == "refit":
+            dense_model = copy.deepcopy(model)
+    t0 = time.perf_counter()
+    result = prune(
+        model, x0, keep=keep, importance=importance, calib=calib if gradients else None,
+        keep_residual=cfg.keep_residual, round_to=cfg.round_to, global_pruning=cfg.global_pruning,
+        protect_stem=cfg.protect_stem, scores=(card.attention or {}).get("scores"),
+    )  # fmt: skip
+    record = result.record()
+    if card.pruning:
+        stages = card.pruning.get("stages", [card.pruning["keep"]])
+        record.update(history=card.pruning["history"] + record["history"], stages=[*stages, keep])
+    card = replace(card, pruning=record)
+    log.info("pruned to keep %.3f with %s importance in %.1f s", keep, importance, time.perf_counter() - t0)
+    if dense_stats is not None:
+        match_bn(model, dense_stats, result.kept, data.batch_images(calib))
+    elif dense_model is not None:
+        t0 = time.perf_counter()
+        done = refit(model, dense_model, calib, result.kept)
+        anchor_bn(model, calib)  # so that fine-tuning's batch statistics agree with the refit
+        log.info("refitted %d layers in %.1f s", len(done), time.perf_counter() - t0)
+    elif train_split is not None and cfg.bn_stats == "recal" and cfg.bn_batches and keep < 1.0:
+        loader = data.loader(train_split, card.preprocessing, True, 32, 2)
+        recalibrate_bn(model, itertools.islice(loader, cfg.bn_batches))
+    return card
+
+
+def _solve_keep(model: nn.Module, card: ModelCard, cfg: PruneConfig, before: dict) -> tuple[float, dict]:
+    """The keep that meets --target-macs or --target-latency, and how it was found."""
+    options = dict(keep_residual=cfg.keep_residual, round_to=cfg.round_to, protect_stem=cfg.protect_stem)
+    if cfg.target_macs is not None:
+        target, what = cfg.target_macs, "macs_ratio"
+        cost = macs_cost(before["macs"], card.size)
+    else:
+        target, what = cfg.target_latency / 1e3, "latency_s"
+        cost = latency_cost(card, cfg.runtime, cfg.batch, cfg.data)
+    t0 = time.perf_counter()
+    keep, probes = keep_for(model, example_input(card.size), cost, target, **options)
+    log.info("keep %.4f meets %s <= %.4g (%d probes, %.0f s)", keep, what, target, len(probes),
+             time.perf_counter() - t0)  # fmt: skip
+    search = {"target": {what: target}, "keep": keep, "probes": probes}
+    if what == "latency_s":
+        search.update(runtime=cfg.runtime, batch=cfg.batch)
+    return keep, search
+
+
+def _progressive(model: nn.Module, card: ModelCard, cfg: PruneConfig, before: dict, train_split,
+                 importance: str) -> tuple[nn.Module, ModelCard, dict]:  # fmt: skip
+    """--max-drop: cut to STAGE_MACS of the last stage's MACs, repair, fine-tune briefly
+    (distilled from the unpruned model) and measure val top-1; stage after stage while
+    that stays within `max_drop` points of the unpruned model, down to MIN_MACS. Returns
+    the last stage within budget (the first stage if none is) and the frontier, which is
+    also written next to --out after every stage (`complete` false until the end)."""
+    x0, floor = example_input(card.size), before["val_top1"] - cfg.max_drop / 100
+    stage_cfg = replace(cfg, finetune="t" if cfg.quick else default_finetune(
+        len(train_split), cfg.batch_size, STAGE_STEPS, STAGE_EPOCHS))  # fmt: skip
+    calib_images = min(cfg.calib_images, 64 if cfg.quick else STAGE_CALIB_IMAGES)
+    options = dict(keep_residual=cfg.keep_residual, round_to=cfg.round_to, protect_stem=cfg.protect_stem)
+    macs_ratio = macs_cost(before["macs"], card.size)
+    timing = latency_cost(card, cfg.runtime, cfg.batch, cfg.data)
+    dense = {"stage": 0, "keep": 1.0, "macs_ratio": 1.0, "params": before["params"],
+             "val_top1": before["val_top1"], "latency_s": timing(model)}  # fmt: skip
+    frontier = {"max_drop": cfg.max_drop, "floor_val_top1": floor, "runtime": cfg.runtime,
+                "batch": cfg.batch, "stage_finetune": stage_cfg.finetune, "chosen": None,
+                "complete": False, "points": [dense]}  # fmt: skip
+    path = Path(cfg.out).with_name(Path(cfg.out).stem + "_frontier")
+    chosen = (model, card)
+    with temp_dir(Path(cfg.out)) as tmp:
+        for stage in itertools.count(1):
+            target = frontier["points"][frontier["chosen"] or 0]["macs_ratio"] * STAGE_MACS
+            if target < MIN_MACS:
+                break
+            t0 = time.perf_counter()
+            try:
+                keep, _ = keep_for(chosen[0], x0, macs_ratio, target, steps=5, **options)  # to 1/32
+            except SlimfgError:
+                break  # the channel rounding cannot cut this model any further
+            trial = copy.deepcopy(chosen[0])
+            trial_card = _cut(trial, chosen[1], cfg, keep, train_split, importance, calib_images)
+            repaired = evaluate_model(trial, trial_card, cfg.data)["top1"]
+            trial, trial_card = _finetune(trial, trial_card, stage_cfg, Path(tmp) / f"stage{stage}")
+            val = evaluate_model(trial, trial_card, cfg.data)["top1"]
+            counts = count(trial, x0)
+            frontier["points"].append(
+                {"stage": stage, "keep": keep, "macs_ratio": counts["macs"] / before["macs"],
+                 "params": counts["params"], "repaired_val_top1": repaired, "val_top1": val,
+                 "latency_s": timing(trial), "seconds": round(time.perf_counter() - t0, 1)}
+            )  # fmt: skip
+            log.info("stage %d: keep %.3f, %.3fx MACs, val top-1 %.4f (floor %.4f)", stage, keep,
+                     frontier["points"][-1]["macs_ratio"], val, floor)  # fmt: skip
+            within = val >= floor
+            if within or frontier["chosen"] is None:  # the first stage is kept even over budget
+                chosen, frontier["chosen"] = (trial, trial_card), stage
+            write_frontier(path, frontier)
+            if not within:
+                break
+    if frontier["points"][frontier["chosen"] or 0]["val_top1"] < floor:
+        log.warning("no stage stayed within %.1f points of val top-1; kept the first", cfg.max_drop)
+    return chosen[0], chosen[1], frontier
+
+
+def _finetune(model: nn.Module, card: ModelCard, cfg: PruneConfig, run: Path) -> tuple[nn.Module, ModelCard]:
+    """Fine-tune the pruned model with the phase trainer (its run folder: `run`)."""
     out = Path(cfg.out)
-    run = out.with_name(out.stem + "_finetune")
     out.parent.mkdir(parents=True, exist_ok=True)
     with temp_dir(out) as tmp:
         pruned = Path(tmp) / "pruned.safetensors"

@@ -1,0 +1,135 @@
+"""Pruning to a budget: --target-macs, --target-latency and the staged --max-drop search."""
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from slimfg import artifact, pipeline
+from slimfg.cli import main
+from slimfg.config import STAGE_MACS, TrainConfig
+from slimfg.errors import SlimfgError
+from slimfg.pruning.graph import count, example_input
+from slimfg.search import keep_for, macs_cost, pruned_copy
+from slimfg.train import train
+from tests.test_prune import SIZE, X, attention_model, prune_job
+
+FAST = {"batch_size": 4, "workers": 0}
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory, tiny_data_shared):
+    """A resnet18 trained with attention for one epoch on the tiny dataset, at 32 px."""
+    run = tmp_path_factory.mktemp("run")
+    cfg = TrainConfig(data=str(tiny_data_shared), out=str(run), arch="resnet18", weights="none",
+                      schedule="a", image_size=32, **FAST)  # fmt: skip
+    return train(cfg)
+
+
+@pytest.mark.parametrize("target", [0.5, 0.35])
+def test_keep_for_finds_the_largest_keep_within_a_macs_target(target):
+    model, _ = attention_model("resnet18")
+    dense_macs = count(model, X)["macs"]
+    cost = macs_cost(dense_macs, SIZE)
+    keep, probes = keep_for(model, X, cost, target, round_to=8)
+    assert cost(pruned_copy(model, X, keep, round_to=8)) <= target
+    # bisection: a probe just above the answer (within 1/128 of the range) was over the target
+    assert any(keep < p["keep"] <= keep + 1 / 128 and p["cost"] > target for p in probes)
+    assert count(model, X)["macs"] == dense_macs  # the model itself was not cut
+
+
+def test_keep_for_refuses_an_unreachable_target():
+    model, _ = attention_model("resnet18")
+    with pytest.raises(SlimfgError, match="no keep meets the target"):
+        keep_for(model, X, macs_cost(count(model, X)["macs"], SIZE), 1e-4)
+
+
+def test_target_macs_prunes_to_the_target(tiny_model, tiny_data_shared, tmp_path):
+    out = tmp_path / "p.safetensors"
+    report = prune_job(
+        tiny_model, out, target_macs=0.4, data=str(tiny_data_shared), finetune="", latency=False
+    )
+    ratio = report["after"]["macs"] / report["before"]["macs"]
+    assert ratio <= 0.4 and report["search"]["target"] == {"macs_ratio": 0.4}
+    model, card = artifact.load(out)
+    assert count(model, example_input(32))["macs"] == report["after"]["macs"]
+    assert card.pruning["keep"] == report["search"]["keep"] < 1
+
+
+def test_target_latency_measures_the_runtime(tiny_model, tmp_path):
+    """A latency target of 3/4 of the dense model's, timed in ONNX Runtime at batch 8 (no data:
+    the bundled sample verifies the probe exports)."""
+    from slimfg.search import latency_cost
+
+    model, card = artifact.load(tiny_model)
+    dense_ms = latency_cost(card, "onnx", 8, None)(model) * 1e3
+    report = prune_job(tiny_model, tmp_path / "p.safetensors", target_latency=dense_ms * 0.75, batch=8,
+                       latency=False)  # fmt: skip
+    search = report["search"]
+    assert search["runtime"] == "onnx" and search["batch"] == 8
+    assert 0.05 <= search["keep"] < 1
+    assert [p for p in search["probes"] if p["keep"] == search["keep"]][0]["cost"] <= dense_ms * 0.75e-3
+
+
+def test_max_drop_prunes_in_stages_and_reports_the_frontier(tiny_model, tiny_data_shared, tmp_path,
+                                                           monkeypatch):  # fmt: skip
+    """--quick --max-drop 100: every stage is within budget, so the search runs down to
+    MIN_MACS (0.4 here, two stages, to keep the test short); the frontier is complete, its
+    MACs fall by about STAGE_MACS a stage, and the saved model is the last stage, replayed
+    exactly from the stacked pruning record."""
+    monkeypatch.setattr(pipeline, "MIN_MACS", 0.4)
+    out = tmp_path / "p.safetensors"
+    report = prune_job(tiny_model, out, max_drop=100, quick=True, data=str(tiny_data_shared), latency=False,
+                       **FAST)  # fmt: skip
+    frontier = json.loads((tmp_path / "p_frontier.json").read_text())
+    assert frontier["complete"] and (tmp_path / "p_frontier.png").stat().st_size > 0
+    points = frontier["points"]
+    assert frontier["chosen"] == len(points) - 1 >= 2
+    ratios = [p["macs_ratio"] for p in points]
+    assert ratios == sorted(ratios, reverse=True) and ratios[0] == 1.0
+    assert ratios[-1] * STAGE_MACS < 0.4 <= ratios[-1] < 0.5
+    assert all(p["latency_s"] > 0 for p in points)
+    model, card = artifact.load(out)
+    assert len(card.pruning["stages"]) == len(points) - 1
+    assert count(model, example_input(32))["macs"] / report["before"]["macs"] == pytest.approx(ratios[-1])
+    assert frontier["final"]["macs_ratio"] == pytest.approx(ratios[-1])
+    assert report["finetune"] == "t"  # --quick: one recovery epoch
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "p.safetensors", "p_finetune", "p_frontier.json", "p_frontier.png"
+    ]  # fmt: skip
+    x = torch.randn(2, 3, 32, 32)
+    again, _ = artifact.load(out)
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x), again.eval()(x))
+
+
+def test_max_drop_stops_at_the_first_stage_over_budget(tiny_model, tiny_data_shared, tmp_path, monkeypatch):
+    """With no drop allowed the first stage that loses val accuracy ends the search; the
+    saved model is the last stage that did not (or the first stage when none held)."""
+    monkeypatch.setattr(pipeline, "MIN_MACS", 0.4)
+    prune_job(tiny_model, tmp_path / "p.safetensors", max_drop=0, quick=True, data=str(tiny_data_shared),
+              latency=False, **FAST)  # fmt: skip
+    frontier = json.loads((tmp_path / "p_frontier.json").read_text())
+    points, chosen = frontier["points"], frontier["chosen"]
+    floor = frontier["floor_val_top1"]
+    assert all(p["val_top1"] >= floor for p in points[1 : chosen + 1]) or chosen == 1
+    if points[-1]["macs_ratio"] * STAGE_MACS >= 0.4:  # it stopped early: on a stage under the floor
+        assert points[-1]["val_top1"] < floor
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--keep", "0.5", "--target-macs", "0.3"], "--keep and --target-macs are alternatives"),
+        (["--max-drop", "1"], "--max-drop needs --data"),
+        (["--target-macs", "0.3", "--target-latency", "2"], "give one budget"),
+        (["--target-macs", "0.3", "--global"], "works with --per-layer pruning"),
+    ],
+)
+def test_budget_option_errors_are_one_line(tiny_model, tmp_path, args, fragment):
+    out = tmp_path / "p.safetensors"
+    result = CliRunner().invoke(main, ["prune", str(tiny_model), "--out", str(out), *args])
+    assert result.exit_code == 2
+    assert fragment in result.output and "Traceback" not in result.output
+    assert not out.exists()

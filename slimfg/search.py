@@ -110,11 +110,16 @@ def plot_frontier(frontier: dict, path: Path) -> None:
         scale = 1e3 if key == "latency_s" else 1.0
         xs = [p[key] * scale for p in points]
         ax.plot(xs, [p["val_top1"] for p in points], "o-", label="stages (val top-1)")
-        ax.axhline(frontier["floor_val_top1"], color="grey", ls="--", label=f"-{frontier['max_drop']} points")
+        if frontier["floor_val_top1"] > 0:
+            ax.axhline(
+                frontier["floor_val_top1"], color="grey", ls="--", label=f"-{frontier['max_drop']} points"
+            )
         chosen = frontier.get("chosen")
         if chosen is not None:
             p = points[chosen]
-            ax.plot(p[key] * scale, p["val_top1"], "r*", ms=14, label="chosen (before its final recovery)")
+            ax.plot(p[key] * scale, p["val_top1"], "r*", ms=14, label="chosen stage")
+            if "final" in frontier:  # the same structure, after the final recovery
+                ax.plot(p[key] * scale, frontier["final"]["val_top1"], "g^", ms=9, label="chosen, recovered")
         ax.annotate("dense", (dense[key] * scale, dense["val_top1"]), fontsize=8, xytext=(4, 4),
                     textcoords="offset points")  # fmt: skip
         ax.set_xlabel(label)

@@ -114,6 +114,8 @@ class TrainConfig:
     distill_temperature: float = 2.0
     # End with the weights of the epoch (or the start) with the best val top-1.
     keep_best: bool = True
+    # End early, after the first epoch whose val top-1 reaches this (`prune --max-drop` stages).
+    stop_at: float | None = None
     # Before a phase that trains BatchNorm (b, t) follows one that does not: set every BN's
     # running statistics to its real input statistics on ANCHOR_IMAGES training images,
     # the function unchanged (pruning.repair.anchor_bn), so that train mode's batch
@@ -157,22 +159,20 @@ FINETUNE_EPOCHS = (3, 15)  # at least, at most
 
 
 # `--max-drop` prunes in stages (docs/method.md, "Pruning to a budget"): each stage cuts to
-# STAGE_MACS of the previous stage's MACs and recovers for about STAGE_STEPS steps (1 to 5
-# epochs) on at most STAGE_CALIB_IMAGES repair images, down to MIN_MACS of the dense model.
+# STAGE_MACS of the previous stage's MACs, repairs on at most STAGE_CALIB_IMAGES images and
+# fine-tunes until val top-1 is back within budget (at most the default fine-tune), down
+# to MIN_MACS of the dense model.
 STAGE_MACS = 0.7
-STAGE_STEPS = 150
-STAGE_EPOCHS = (1, 5)
 STAGE_CALIB_IMAGES = 512
 MIN_MACS = 0.1
 RUNTIMES = ("onnx", "onnx-int8", "openvino")  # what --target-latency / --runtime can time
 
 
-def default_finetune(train_images: int, batch_size: int, steps: int = FINETUNE_STEPS,
-                     epochs: tuple[int, int] = FINETUNE_EPOCHS) -> str:  # fmt: skip
-    """The fine-tune schedule of about `steps` optimizer steps (`epochs` at least, at most)
-    for a train split of `train_images` images."""
-    per_epoch = max(1, -(-train_images // batch_size))
-    return "t" * min(max(-(-steps // per_epoch), epochs[0]), epochs[1])
+def default_finetune(train_images: int, batch_size: int) -> str:
+    """The default fine-tune schedule for a train split of `train_images` images."""
+    steps = max(1, -(-train_images // batch_size))
+    epochs = min(max(-(-FINETUNE_STEPS // steps), FINETUNE_EPOCHS[0]), FINETUNE_EPOCHS[1])
+    return "t" * epochs
 
 
 @dataclass(kw_only=True)
@@ -233,6 +233,8 @@ class PruneConfig:
             raise SlimfgError(f"give one budget, not {' and '.join(budgets)}")
         if self.max_drop is not None and not self.data:
             raise SlimfgError("--max-drop needs --data DIR (accuracy is measured on its val split)")
+        if self.max_drop is not None and self.finetune == "":
+            raise SlimfgError("--max-drop needs a fine-tune: every stage recovers before it is judged")
         if budgets and self.global_pruning:
             raise SlimfgError(f"{budgets[0]} works with --per-layer pruning, not --global")
         if self.runtime not in RUNTIMES:

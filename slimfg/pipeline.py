@@ -28,9 +28,7 @@ from slimfg.config import (
     ATTENTION_PHASES,
     MIN_MACS,
     STAGE_CALIB_IMAGES,
-    STAGE_EPOCHS,
     STAGE_MACS,
-    STAGE_STEPS,
     ExportConfig,
     PruneConfig,
     TrainConfig,
@@ -201,14 +199,13 @@ def _solve_keep(model: nn.Module, card: ModelCard, cfg: PruneConfig, before: dic
 
 def _progressive(model: nn.Module, card: ModelCard, cfg: PruneConfig, before: dict, train_split,
                  importance: str) -> tuple[nn.Module, ModelCard, dict]:  # fmt: skip
-    """--max-drop: cut to STAGE_MACS of the last stage's MACs, repair, fine-tune briefly
-    (distilled from the unpruned model) and measure val top-1; stage after stage while
-    that stays within `max_drop` points of the unpruned model, down to MIN_MACS. Returns
-    the last stage within budget (the first stage if none is) and the frontier, which is
-    also written next to --out after every stage (`complete` false until the end)."""
+    """--max-drop: cut to STAGE_MACS of the last stage's MACs, repair, fine-tune (distilled
+    from the unpruned model) until val top-1 is back within `max_drop` points of the
+    unpruned model or `cfg.finetune` (the default budget) is spent; stage after stage while
+    the stages end within budget, down to MIN_MACS. Returns the last stage within budget
+    (the first stage if none is) and the frontier, which is also written next to --out
+    after every stage (`complete` false until the end)."""
     x0, floor = example_input(card.size), before["val_top1"] - cfg.max_drop / 100
-    stage_cfg = replace(cfg, finetune="t" if cfg.quick else default_finetune(
-        len(train_split), cfg.batch_size, STAGE_STEPS, STAGE_EPOCHS))  # fmt: skip
     calib_images = min(cfg.calib_images, 64 if cfg.quick else STAGE_CALIB_IMAGES)
     options = dict(keep_residual=cfg.keep_residual, round_to=cfg.round_to, protect_stem=cfg.protect_stem)
     macs_ratio = macs_cost(before["macs"], card.size)
@@ -216,7 +213,7 @@ def _progressive(model: nn.Module, card: ModelCard, cfg: PruneConfig, before: di
     dense = {"stage": 0, "keep": 1.0, "macs_ratio": 1.0, "params": before["params"],
              "val_top1": before["val_top1"], "latency_s": timing(model)}  # fmt: skip
     frontier = {"max_drop": cfg.max_drop, "floor_val_top1": floor, "runtime": cfg.runtime,
-                "batch": cfg.batch, "stage_finetune": stage_cfg.finetune, "chosen": None,
+                "batch": cfg.batch, "stage_finetune": cfg.schedule, "chosen": None,
                 "complete": False, "points": [dense]}  # fmt: skip
     path = Path(cfg.out).with_name(Path(cfg.out).stem + "_frontier")
     chosen = (model, card)
@@ -233,7 +230,7 @@ def _progressive(model: nn.Module, card: ModelCard, cfg: PruneConfig, before: di
             trial = copy.deepcopy(chosen[0])
             trial_card = _cut(trial, chosen[1], cfg, keep, train_split, importance, calib_images)
             repaired = evaluate_model(trial, trial_card, cfg.data)["top1"]
-            trial, trial_card = _finetune(trial, trial_card, stage_cfg, Path(tmp) / f"stage{stage}")
+            trial, trial_card = _finetune(trial, trial_card, cfg, Path(tmp) / f"stage{stage}", floor)
             val = evaluate_model(trial, trial_card, cfg.data)["top1"]
             counts = count(trial, x0)
             frontier["points"].append(
@@ -254,8 +251,10 @@ def _progressive(model: nn.Module, card: ModelCard, cfg: PruneConfig, before: di
     return chosen[0], chosen[1], frontier
 
 
-def _finetune(model: nn.Module, card: ModelCard, cfg: PruneConfig, run: Path) -> tuple[nn.Module, ModelCard]:
-    """Fine-tune the pruned model with the phase trainer (its run folder: `run`)."""
+def _finetune(model: nn.Module, card: ModelCard, cfg: PruneConfig, run: Path,
+              stop_at: float | None = None) -> tuple[nn.Module, ModelCard]:  # fmt: skip
+    """Fine-tune the pruned model with the phase trainer (its run folder: `run`), ending
+    early once val top-1 reaches `stop_at`."""
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with temp_dir(out) as tmp:
@@ -268,6 +267,7 @@ def _finetune(model: nn.Module, card: ModelCard, cfg: PruneConfig, run: Path) ->
             attention=mode, image_size=card.size, batch_size=cfg.batch_size, workers=cfg.workers,
             seed=cfg.seed, lr=cfg.lr, lr_decay=cfg.lr_decay, warmup=cfg.warmup, crop_scale=cfg.crop_scale,
             distill=cfg.distill, teacher=teacher, keep_best=cfg.keep_best, optimizer=cfg.optimizer,
+            stop_at=stop_at,
         )  # fmt: skip
         return artifact.load(train(train_cfg))
 

@@ -243,8 +243,12 @@ def train(cfg: TrainConfig) -> Path:
                 {"kind": "checkpoint", "epoch": epoch + 1, "history": history, "config": asdict(cfg)},
             )
             write_text(run / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+        if cfg.stop_at is not None and record["val_top1"] >= cfg.stop_at:
+            if main and epoch + 1 < len(cfg.schedule):
+                log.info("val top-1 reached %.4f: stopping after epoch %d", cfg.stop_at, epoch + 1)
+            break
 
-    kept_epoch = len(cfg.schedule)
+    kept_epoch = history[-1]["epoch"] if history else len(cfg.schedule)
     if best is not None and best[1] != kept_epoch:
         models.load_state(model, best[2])
         kept_epoch = best[1]

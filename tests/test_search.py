@@ -125,11 +125,22 @@ def test_max_drop_stops_at_the_first_stage_over_budget(tiny_model, tiny_data_sha
         (["--max-drop", "1"], "--max-drop needs --data"),
         (["--target-macs", "0.3", "--target-latency", "2"], "give one budget"),
         (["--target-macs", "0.3", "--global"], "works with --per-layer pruning"),
+        (["--max-drop", "1", "--data", "DATA", "--finetune", ""], "--max-drop needs a fine-tune"),
     ],
 )
-def test_budget_option_errors_are_one_line(tiny_model, tmp_path, args, fragment):
+def test_budget_option_errors_are_one_line(tiny_model, tiny_data_shared, tmp_path, args, fragment):
     out = tmp_path / "p.safetensors"
+    args = [str(tiny_data_shared) if a == "DATA" else a for a in args]
     result = CliRunner().invoke(main, ["prune", str(tiny_model), "--out", str(out), *args])
     assert result.exit_code == 2
     assert fragment in result.output and "Traceback" not in result.output
     assert not out.exists()
+
+
+def test_stop_at_ends_training_once_val_reaches_it(tiny_data_shared, tmp_path):
+    """The trainer's early stop (a --max-drop stage): a target of 0 is reached after the
+    first epoch, so a 3-epoch schedule runs one."""
+    cfg = TrainConfig(data=str(tiny_data_shared), out=str(tmp_path / "run"), arch="resnet18", weights="none",
+                      schedule="fff", image_size=32, stop_at=0.0, keep_best=False, **FAST)  # fmt: skip
+    _, card = artifact.load(train(cfg))
+    assert [h["epoch"] for h in card.train["history"]] == [1] and card.train["kept_epoch"] == 1

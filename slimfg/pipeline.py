@@ -178,9 +178,13 @@ def _cut(model: nn.Module, card: ModelCard, cfg: PruneConfig, keep: float, train
     return card
 
 
+def _shape_options(cfg: PruneConfig) -> dict:
+    """The prune options that, with keep, set the channel counts (what `keep_for` bisects on)."""
+    return dict(keep_residual=cfg.keep_residual, round_to=cfg.round_to, protect_stem=cfg.protect_stem)
+
+
 def _solve_keep(model: nn.Module, card: ModelCard, cfg: PruneConfig, before: dict) -> tuple[float, dict]:
     """The keep that meets --target-macs or --target-latency, and how it was found."""
-    options = dict(keep_residual=cfg.keep_residual, round_to=cfg.round_to, protect_stem=cfg.protect_stem)
     if cfg.target_macs is not None:
         target, what = cfg.target_macs, "macs_ratio"
         cost = macs_cost(before["macs"], card.size)
@@ -188,7 +192,7 @@ def _solve_keep(model: nn.Module, card: ModelCard, cfg: PruneConfig, before: dic
         target, what = cfg.target_latency / 1e3, "latency_s"
         cost = latency_cost(card, cfg.runtime, cfg.batch, cfg.data)
     t0 = time.perf_counter()
-    keep, probes = keep_for(model, example_input(card.size), cost, target, **options)
+    keep, probes = keep_for(model, example_input(card.size), cost, target, **_shape_options(cfg))
     log.info("keep %.4f meets %s <= %.4g (%d probes, %.0f s)", keep, what, target, len(probes),
              time.perf_counter() - t0)  # fmt: skip
     search = {"target": {what: target}, "keep": keep, "probes": probes}
@@ -207,7 +211,6 @@ def _progressive(model: nn.Module, card: ModelCard, cfg: PruneConfig, before: di
     after every stage (`complete` false until the end)."""
     x0, floor = example_input(card.size), before["val_top1"] - cfg.max_drop / 100
     calib_images = min(cfg.calib_images, 64 if cfg.quick else STAGE_CALIB_IMAGES)
-    options = dict(keep_residual=cfg.keep_residual, round_to=cfg.round_to, protect_stem=cfg.protect_stem)
     macs_ratio = macs_cost(before["macs"], card.size)
     timing = latency_cost(card, cfg.runtime, cfg.batch, cfg.data)
     dense = {"stage": 0, "keep": 1.0, "macs_ratio": 1.0, "params": before["params"],
@@ -224,7 +227,8 @@ def _progressive(model: nn.Module, card: ModelCard, cfg: PruneConfig, before: di
                 break
             t0 = time.perf_counter()
             try:
-                keep, _ = keep_for(chosen[0], x0, macs_ratio, target, steps=5, **options)  # to 1/32
+                # 5 halvings (to 1/32): the stage target is a step size, not a budget
+                keep, _ = keep_for(chosen[0], x0, macs_ratio, target, steps=5, **_shape_options(cfg))
             except SlimfgError:
                 break  # the channel rounding cannot cut this model any further
             trial = copy.deepcopy(chosen[0])

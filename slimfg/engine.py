@@ -30,7 +30,7 @@ def make_optimizer(params, name: str, lr: float, weight_decay: float) -> torch.o
 
 def lr_scheduler(optimizer, decay: str, epoch: int, epochs: int, steps: int, warmup: float = 0.0):
     """The lr factor for each batch of `epoch`, placed on one curve over the whole run
-    (every epoch has a fresh optimizer): a linear warm-up over the first `warmup`
+    (the scheduler is rebuilt every epoch): a linear warm-up over the first `warmup`
     fraction of the run's batches, then `cosine` falls from 1 to 0 at the run's end and
     `none` stays at 1. Returns None when the factor is always 1."""
     if decay == "none" and not warmup:

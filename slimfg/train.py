@@ -1,4 +1,5 @@
-"""The phase-schedule job: one epoch per schedule letter, a fresh optimizer each.
+"""The phase-schedule job: one epoch per schedule letter, a fresh optimizer per phase
+(a run of the same letter, `ttt`, shares one).
 
 `set_phase` picks what a letter trains; `train()` owns the loop, the checkpoints and the
 artifact, on the engine's `train_one_epoch` and `evaluate`. Each epoch is seeded from
@@ -73,8 +74,29 @@ def initial_model(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, dict |
     return model, card.pruning
 
 
-def _restore(run: Path, model: nn.Module, cfg: TrainConfig) -> tuple[int, list[dict]]:
-    """Load the last complete epoch's checkpoint; returns (epochs done, history)."""
+OPTIM = "optimizer."  # checkpoint tensors of the optimizer's state (the rest: the model's)
+
+
+def _optim_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """The optimizer's per-parameter state (Adam's moments, SGD's momentum) as flat tensors."""
+    return {
+        f"{OPTIM}{i}.{k}": torch.as_tensor(v)
+        for i, st in optimizer.state_dict()["state"].items()
+        for k, v in st.items()
+    }
+
+
+def _load_optim(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
+    state: dict[int, dict] = {}
+    for key, v in tensors.items():
+        i, k = key[len(OPTIM) :].split(".", 1)
+        state.setdefault(int(i), {})[k] = v
+    optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
+
+
+def _restore(run: Path, model: nn.Module, cfg: TrainConfig) -> tuple[int, list[dict], dict]:
+    """Load the last complete epoch's checkpoint; returns (epochs done, history, the
+    optimizer's state tensors)."""
     ckpt = run / "checkpoint.safetensors"
     if not ckpt.is_file():
         raise SlimfgError(f"--resume: no checkpoint in {run}")
@@ -84,8 +106,9 @@ def _restore(run: Path, model: nn.Module, cfg: TrainConfig) -> tuple[int, list[d
     diff = sorted(k for k in saved if json.dumps(saved[k]) != json.dumps(mine[k]))
     if diff:
         raise SlimfgError(f"--resume with a different config than the run in {run}: {', '.join(diff)}")
-    models.load_state(model, tensors)
-    return meta["epoch"], meta["history"]
+    optim = {k: v for k, v in tensors.items() if k.startswith(OPTIM)}
+    models.load_state(model, {k: v for k, v in tensors.items() if not k.startswith(OPTIM)})
+    return meta["epoch"], meta["history"], optim
 
 
 def _state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -124,7 +147,7 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.attention != "none":
         head = model.get_submodule(models.classifier_name(model))
         attention.attach(model, cfg.attention, cfg.attention_init, exclude=(head,))
-    start, history = _restore(run, model, cfg) if cfg.resume else (0, [])
+    start, history, optim_state = _restore(run, model, cfg) if cfg.resume else (0, [], {})
     model.to(device)
     teacher = None
     if cfg.distill > 0:
@@ -157,9 +180,11 @@ def train(cfg: TrainConfig) -> Path:
                 log.info("val top-1 before training: %.4f", best[0])
                 _write_best(run, best)
     per_rank_batch = max(1, cfg.batch_size // world)
+    optimizer = None
     for epoch in range(start, len(cfg.schedule)):
         phase = cfg.schedule[epoch]
         seed = cfg.seed * 1000 + epoch
+        same_phase = epoch > 0 and cfg.schedule[epoch - 1] == phase
         if cfg.anchor_bn and phase in BN_PHASES and (epoch == 0 or cfg.schedule[epoch - 1] not in BN_PHASES):
             sample = data.sample_batches(splits.train, pre, ANCHOR_IMAGES, cfg.batch_size, cfg.seed)
             anchor_bn(model, [(x.to(device), y) for x, y in sample])  # no_grad inside
@@ -183,7 +208,12 @@ def train(cfg: TrainConfig) -> Path:
             splits.train, pre, True, per_rank_batch, cfg.workers,
             generator=torch.Generator().manual_seed(seed), sampler=sampler, crop_scale=cfg.crop_scale,
         )  # fmt: skip
-        optimizer = make_optimizer(params, cfg.optimizer, cfg.lr[phase], cfg.weight_decay)
+        # One optimizer per phase: restarting Adam every epoch of a long `t` run (the
+        # prune fine-tune) threw the model off at each restart (docs/method.md).
+        if optimizer is None or not same_phase:
+            optimizer = make_optimizer(params, cfg.optimizer, cfg.lr[phase], cfg.weight_decay)
+            if same_phase and optim_state:  # --resume in the middle of a phase
+                _load_optim(optimizer, optim_state)
         scheduler = lr_scheduler(
             optimizer, cfg.lr_decay, epoch, len(cfg.schedule), len(train_loader), cfg.warmup
         )
@@ -239,7 +269,7 @@ def train(cfg: TrainConfig) -> Path:
             # at any point leaves the last complete epoch and matching metrics.
             artifact.write(
                 run / "checkpoint.safetensors",
-                model.state_dict(),
+                {**model.state_dict(), **_optim_tensors(optimizer)},
                 {"kind": "checkpoint", "epoch": epoch + 1, "history": history, "config": asdict(cfg)},
             )
             write_text(run / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))

@@ -192,3 +192,35 @@ def test_bn_is_anchored_when_a_bn_training_phase_begins(tiny_data, tmp_path, cap
         r.getMessage() for r in caplog.records if r.getMessage().startswith("BatchNorm statistics anchored")
     ]
     assert anchored == ["BatchNorm statistics anchored on 512 training images before phase t"]
+
+
+def test_one_optimizer_per_phase_and_resume_inside_a_phase_replays_it(tiny_data, tmp_path, monkeypatch):
+    """`ftt`: the two `t` epochs share one Adam; a run stopped after its first `t` epoch and
+    resumed continues that Adam from the checkpoint, so it matches the straight run."""
+    cfg = dict(schedule="ftt", lr={"f": 1e-2, "t": 1e-3}, lr_decay="cosine")
+    straight = train(tiny_config(tiny_data, tmp_path / "straight", **cfg))
+    want = artifact.read_card(straight).train["history"]
+
+    write = artifact.write
+
+    def killed_after_epoch_2(path, tensors, meta):
+        write(path, tensors, meta)
+        if meta.get("kind") == "checkpoint" and meta["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(artifact, "write", killed_after_epoch_2)
+    for run in ("killed", "no_optim"):
+        with pytest.raises(KeyboardInterrupt):
+            train(tiny_config(tiny_data, tmp_path / run, **cfg))
+    monkeypatch.setattr(artifact, "write", write)
+    ckpt = tmp_path / "no_optim" / "checkpoint.safetensors"
+    tensors, meta = artifact.read(ckpt)
+    assert any(k.startswith("optimizer.") and k.endswith("exp_avg_sq") for k in tensors)
+
+    got = artifact.read_card(train(tiny_config(tiny_data, tmp_path / "killed", resume=True, **cfg)))
+    for g, w in zip(got.train["history"], want, strict=True):
+        assert g["loss"] == pytest.approx(w["loss"], rel=1e-6) and g["val_top1"] == w["val_top1"]
+    # Without the saved Adam state the third epoch starts a fresh Adam and takes another path.
+    artifact.write(ckpt, {k: v for k, v in tensors.items() if not k.startswith("optimizer.")}, meta)
+    fresh = artifact.read_card(train(tiny_config(tiny_data, tmp_path / "no_optim", resume=True, **cfg)))
+    assert fresh.train["history"][2]["loss"] != pytest.approx(want[2]["loss"], rel=1e-4)

@@ -269,7 +269,11 @@ def train(cfg: TrainConfig) -> Path:
             # at any point leaves the last complete epoch and matching metrics.
             artifact.write(
                 run / "checkpoint.safetensors",
-                {**model.state_dict(), **_optim_tensors(optimizer)},
+                # the optimizer's state only where the next epoch continues this phase
+                {
+                    **model.state_dict(),
+                    **(_optim_tensors(optimizer) if cfg.schedule[epoch + 1 : epoch + 2] == phase else {}),
+                },
                 {"kind": "checkpoint", "epoch": epoch + 1, "history": history, "config": asdict(cfg)},
             )
             write_text(run / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))

@@ -111,6 +111,10 @@ def _restore(run: Path, model: nn.Module, cfg: TrainConfig) -> tuple[int, list[d
     return meta["epoch"], meta["history"], optim
 
 
+def _jsonl(history: list[dict]) -> str:
+    return "".join(json.dumps(h) + "\n" for h in history)
+
+
 def _state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
@@ -164,6 +168,8 @@ def train(cfg: TrainConfig) -> Path:
     if main:
         run.mkdir(parents=True, exist_ok=True)
         write_text(run / "config.json", json.dumps(asdict(cfg), indent=2) + "\n")
+        if cfg.resume:  # the checkpoint's epochs, in case a kill left metrics one ahead
+            write_text(run / "metrics.jsonl", _jsonl(history))
         log.info(
             "train %s on %s: %d classes, %d train / %d val images, %d px, schedule %s, %s",
             cfg.arch, cfg.data, len(splits.classes), len(splits.train), len(splits.val),
@@ -265,8 +271,10 @@ def train(cfg: TrainConfig) -> Path:
                 epoch + 1, len(cfg.schedule), phase, record["loss"], record["train_acc"],
                 record["val_top1"], record["val_top5"], record["images_per_s"], record["seconds"],
             )  # fmt: skip
-            # Checkpoint first, then the metrics derived from it: both atomic, so a kill
-            # at any point leaves the last complete epoch and matching metrics.
+            # Metrics first, then the checkpoint, both atomic: once a checkpoint exists its
+            # epochs are in metrics.jsonl. A kill between the two leaves metrics one epoch
+            # ahead; `--resume` rewrites them from the checkpoint's history.
+            write_text(run / "metrics.jsonl", _jsonl(history))
             artifact.write(
                 run / "checkpoint.safetensors",
                 # the optimizer's state only where the next epoch continues this phase
@@ -276,7 +284,6 @@ def train(cfg: TrainConfig) -> Path:
                 },
                 {"kind": "checkpoint", "epoch": epoch + 1, "history": history, "config": asdict(cfg)},
             )
-            write_text(run / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
         if cfg.stop_at is not None and record["val_top1"] >= cfg.stop_at:
             if main and epoch + 1 < len(cfg.schedule):
                 log.info("val top-1 reached %.4f: stopping after epoch %d", cfg.stop_at, epoch + 1)

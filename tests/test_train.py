@@ -224,3 +224,29 @@ def test_one_optimizer_per_phase_and_resume_inside_a_phase_replays_it(tiny_data,
     artifact.write(ckpt, {k: v for k, v in tensors.items() if not k.startswith("optimizer.")}, meta)
     fresh = artifact.read_card(train(tiny_config(tiny_data, tmp_path / "no_optim", resume=True, **cfg)))
     assert fresh.train["history"][2]["loss"] != pytest.approx(want[2]["loss"], rel=1e-4)
+
+
+def test_a_kill_between_metrics_and_checkpoint_resumes_with_the_checkpoints_metrics(
+    tiny_data, tmp_path, monkeypatch
+):
+    """metrics.jsonl is written before the checkpoint, so every checkpointed epoch is in it;
+    a kill between the two leaves one row ahead, which `--resume` replaces."""
+    cfg = dict(schedule="ftt", lr={"f": 1e-2, "t": 1e-3})
+    write = artifact.write
+
+    def killed_before_checkpoint_2(path, tensors, meta):
+        if meta.get("kind") == "checkpoint" and meta["epoch"] == 2:
+            raise KeyboardInterrupt
+        write(path, tensors, meta)
+
+    monkeypatch.setattr(artifact, "write", killed_before_checkpoint_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(tiny_data, tmp_path / "run", **cfg))
+    monkeypatch.setattr(artifact, "write", write)
+    rows = lambda: [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    assert artifact.read_meta(tmp_path / "run" / "checkpoint.safetensors")["epoch"] == 1
+    assert [r["epoch"] for r in rows()] == [1, 2]
+
+    card = artifact.read_card(train(tiny_config(tiny_data, tmp_path / "run", resume=True, **cfg)))
+    assert [r["epoch"] for r in rows()] == [1, 2, 3]
+    assert [r["loss"] for r in rows()] == [r["loss"] for r in card.train["history"]]

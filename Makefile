@@ -27,7 +27,7 @@ test: $(STAMP) $(LITERT)/.installed
 	$(BIN)/pytest -m breadth_ci -n 2 -q
 	$(LITERT)/bin/python -m pytest -q tests/test_tflite.py
 
-# the support contract over every torchvision model and timm family (about 25 minutes)
+# the support contract over every torchvision model and timm family (about 20 minutes)
 test-breadth: $(STAMP)
 	$(BIN)/pytest -m breadth -n 2 -q
 

@@ -58,18 +58,23 @@ def test_target_macs_prunes_to_the_target(tiny_model, tiny_data_shared, tmp_path
 
 
 def test_target_latency_measures_the_runtime(tiny_model, tmp_path):
-    """A latency target of 3/4 of the dense model's, timed in ONNX Runtime at batch 8 (no data:
-    the bundled sample verifies the probe exports)."""
+    """A latency target of 0.6 of the dense model's, timed in ONNX Runtime at batch 32 (no data:
+    the bundled sample verifies the probe exports). Timing noise must not decide the outcome
+    (CI once timed the dense model 1/3 slower than the search's own probe did): the dense
+    latency is the fastest of three timings, and at batch 32 the dense model takes about 10 ms
+    here and every pruned copy about 4 ms, keep 0.6 and 0.05 alike, so the target sits well
+    between the two."""
     from slimfg.search import latency_cost
 
     model, card = artifact.load(tiny_model)
-    dense_ms = latency_cost(card, "onnx", 8, None)(model) * 1e3
-    report = prune_job(tiny_model, tmp_path / "p.safetensors", target_latency=dense_ms * 0.75, batch=8,
-                       latency=False)  # fmt: skip
+    timing = latency_cost(card, "onnx", 32, None)
+    target_ms = min(timing(model) for _ in range(3)) * 1e3 * 0.6
+    out = tmp_path / "p.safetensors"
+    report = prune_job(tiny_model, out, target_latency=target_ms, batch=32, latency=False)
     search = report["search"]
-    assert search["runtime"] == "onnx" and search["batch"] == 8
+    assert search["runtime"] == "onnx" and search["batch"] == 32
     assert 0.05 <= search["keep"] < 1
-    assert [p for p in search["probes"] if p["keep"] == search["keep"]][0]["cost"] <= dense_ms * 0.75e-3
+    assert [p for p in search["probes"] if p["keep"] == search["keep"]][0]["cost"] <= target_ms * 1e-3
 
 
 def test_max_drop_prunes_in_stages_and_reports_the_frontier(tiny_model, tiny_data_shared, tmp_path,

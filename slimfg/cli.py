@@ -247,7 +247,7 @@ def schedule_options(d: dict):
     type=click.Choice(["auto", "none", "bf16", "fp16"]),
     default=T["amp"],
     show_default=True,
-    help="Mixed precision on CUDA (auto = bf16); ignored on CPU.",
+    help="Mixed precision: auto = bf16 on CUDA, fp32 on CPU; bf16 on CPU is opt-in.",
 )
 @click.option(
     "--val-split",

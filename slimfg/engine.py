@@ -58,10 +58,20 @@ def resolve_device(name: str) -> torch.device:
 
 
 def autocast(device: torch.device, amp: str):
-    """Mixed precision on CUDA only (bf16 by default); CPU trains in fp32."""
-    if device.type != "cuda" or amp == "none":
+    """Mixed precision: `amp` as `resolve_amp` returns it ("none", "bf16" or "fp16")."""
+    if amp == "none":
         return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=torch.float16 if amp == "fp16" else torch.bfloat16)
+    return torch.autocast(device.type, dtype=torch.float16 if amp == "fp16" else torch.bfloat16)
+
+
+def resolve_amp(device: torch.device, amp: str) -> str:
+    """`--amp` on `device`: auto is bf16 on CUDA and fp32 on CPU; bf16 on CPU is opt-in
+    (about 1.4x faster training where the CPU has bf16 instructions); fp16 is CUDA only."""
+    if amp == "auto":
+        return "bf16" if device.type == "cuda" else "none"
+    if amp == "fp16" and device.type != "cuda":
+        raise SlimfgError("--amp fp16 needs a CUDA device; use --amp bf16 on CPU")
+    return amp
 
 
 def init_distributed(device_name: str) -> tuple[int, int, torch.device]:

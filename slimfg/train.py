@@ -22,7 +22,15 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from slimfg import artifact, attention, data, models
 from slimfg.card import ModelCard
 from slimfg.config import ANCHOR_IMAGES, ATTENTION_PHASES, BN_PHASES, TrainConfig
-from slimfg.engine import evaluate, init_distributed, lr_scheduler, make_optimizer, shard, train_one_epoch
+from slimfg.engine import (
+    evaluate,
+    init_distributed,
+    lr_scheduler,
+    make_optimizer,
+    resolve_amp,
+    shard,
+    train_one_epoch,
+)
 from slimfg.errors import SlimfgError
 from slimfg.io import write_text
 from slimfg.pruning.graph import example_input
@@ -162,7 +170,7 @@ def train(cfg: TrainConfig) -> Path:
                 f"{len(splits.classes)}"
             )
         teacher = (t_model.eval().requires_grad_(False).to(device), cfg.distill, cfg.distill_temperature)
-    amp = "none" if device.type != "cuda" else ("bf16" if cfg.amp == "auto" else cfg.amp)
+    amp = resolve_amp(device, cfg.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
     main = rank == 0
     if main:

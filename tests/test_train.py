@@ -250,3 +250,17 @@ def test_a_kill_between_metrics_and_checkpoint_resumes_with_the_checkpoints_metr
     card = artifact.read_card(train(tiny_config(tiny_data, tmp_path / "run", resume=True, **cfg)))
     assert [r["epoch"] for r in rows()] == [1, 2, 3]
     assert [r["loss"] for r in rows()] == [r["loss"] for r in card.train["history"]]
+
+
+def test_bf16_on_cpu_is_opt_in_and_fp16_is_refused(tiny_data, tmp_path):
+    """--amp bf16 trains under CPU autocast (other numerics than fp32 from the same seed) with
+    fp32 weights; auto stays fp32 on CPU (same weights as none); fp16 is refused in one line."""
+    last = dict(schedule="t", keep_best=False)  # the trained weights, not the start
+    runs = {amp: load_file(train(tiny_config(tiny_data, tmp_path / amp, amp=amp, **last)))
+            for amp in ("none", "auto", "bf16")}  # fmt: skip
+    assert all(torch.equal(runs["none"][k], runs["auto"][k]) for k in runs["none"])
+    floats = [k for k, v in runs["bf16"].items() if v.is_floating_point()]
+    assert all(runs["bf16"][k].dtype == torch.float32 for k in floats)
+    assert not all(torch.equal(runs["none"][k], runs["bf16"][k]) for k in floats)
+    with pytest.raises(SlimfgError, match="fp16 needs a CUDA device"):
+        train(tiny_config(tiny_data, tmp_path / "fp16", schedule="t", amp="fp16"))

@@ -39,6 +39,17 @@ def test_keep_for_finds_the_largest_keep_within_a_macs_target(target):
     assert count(model, X)["macs"] == dense_macs  # the model itself was not cut
 
 
+def test_keep_for_reaches_a_target_that_the_smallest_keep_misses():
+    """Cost is not monotonic at tiny keeps: with channels rounded to 16, a group that keep
+    0.05 would cut to nothing is left whole (resnet18 here: 0.39x MACs at keep 0.05, about
+    0.2x at 0.25), so 0.25x is reached from above, not refused."""
+    model, _ = attention_model("resnet18")
+    cost = macs_cost(count(model, X)["macs"], SIZE)
+    assert cost(pruned_copy(model, X, 0.05, round_to=16)) > 0.25
+    keep, _ = keep_for(model, X, cost, 0.25, round_to=16)
+    assert cost(pruned_copy(model, X, keep, round_to=16)) <= 0.25 and keep > 0.05
+
+
 def test_keep_for_refuses_an_unreachable_target():
     model, _ = attention_model("resnet18")
     with pytest.raises(SlimfgError, match="no keep meets the target"):

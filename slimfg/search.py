@@ -65,8 +65,7 @@ def keep_for(model: nn.Module, x: torch.Tensor, cost: Callable[[nn.Module], floa
         if hi / 2 < MIN_KEEP:
             cheapest = min(p["cost"] for p in probes)
             raise SlimfgError(f"no keep meets the target: the cheapest of keeps 1 to {hi} costs "
-                              f"{cheapest:.4g} "
-                              f"(target {target:.4g})")  # fmt: skip
+                              f"{cheapest:.4g} (target {target:.4g})")  # fmt: skip
     lo = hi / 2  # cost(lo) <= target < cost(hi)
     for _ in range(steps):
         mid = (lo + hi) / 2

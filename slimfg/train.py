@@ -143,6 +143,7 @@ def train(cfg: TrainConfig) -> Path:
     """Train `cfg.arch` on `cfg.data` with the phase schedule; returns the artifact path."""
     cfg.validate()
     rank, world, device = init_distributed(cfg.device)
+    amp = resolve_amp(device, cfg.amp)  # refuses fp16 on CPU before any work
     run = Path(cfg.out)
     final = run / "model.safetensors"
     if not cfg.resume and (final.exists() or (run / "checkpoint.safetensors").exists()):
@@ -170,7 +171,6 @@ def train(cfg: TrainConfig) -> Path:
                 f"{len(splits.classes)}"
             )
         teacher = (t_model.eval().requires_grad_(False).to(device), cfg.distill, cfg.distill_temperature)
-    amp = resolve_amp(device, cfg.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
     main = rank == 0
     if main:

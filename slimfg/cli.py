@@ -417,7 +417,8 @@ def rank(model: str, keep: float, keep_residual: float | None, round_to: int, ou
     "global_pruning",
     default=P["global_pruning"],
     show_default=True,
-    help="Rank channels across all layers, or cut every group by the same share.",
+    help="Spend the MACs of the per-layer cut on the channels with the best score per MAC "
+    "across all layers, or cut every group by the same share.",
 )
 @click.option(
     "--round-to",

@@ -235,8 +235,8 @@ class PruneConfig:
             raise SlimfgError("--max-drop needs --data DIR (accuracy is measured on its val split)")
         if self.max_drop is not None and self.finetune == "":
             raise SlimfgError("--max-drop needs a fine-tune: every stage recovers before it is judged")
-        if budgets and self.global_pruning:
-            raise SlimfgError(f"{budgets[0]} works with --per-layer pruning, not --global")
+        if self.target_latency is not None and self.global_pruning:
+            raise SlimfgError("--target-latency works with --per-layer pruning, not --global")
         if self.runtime not in RUNTIMES:
             raise unknown_name("--runtime", self.runtime, list(RUNTIMES))
 

@@ -497,3 +497,53 @@ def test_anchor_bn_keeps_the_function_and_makes_batch_statistics_agree():
         assert torch.allclose(model.eval()(x), y, atol=1e-4 * y.abs().max())
         after = (copy.deepcopy(model).train()(x) - y).abs().max()
     assert after < 1e-3 * y.abs().max() < before
+
+
+def test_channel_macs_is_what_one_channel_costs():
+    """Cutting one channel of a group saves exactly `channel_macs` of it: a conv's row, the
+    depthwise conv that follows it, the next conv's column. Bias-, activation- and
+    pooling-free, because the MACs counter also counts those element-wise ops, which
+    `channel_macs` leaves out."""
+    from slimfg.pruning.graph import channel_macs, dependency_graph, output_positions
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, bias=False),
+        nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=8, bias=False),
+        nn.Conv2d(8, 12, 1, bias=False),
+        nn.Conv2d(12, 4, 1, bias=False),
+    )  # fmt: skip
+    x = torch.zeros(1, 3, 16, 16)
+    positions = output_positions(net, x)
+    for index in (0, 2):
+        trial = copy.deepcopy(net)
+        graph = dependency_graph(trial, x)
+        target = trial[index]
+        group = graph.get_pruning_group(target, graph.get_pruner_of_module(target).prune_out_channels, [0])
+        expected = channel_macs(group, {trial.get_submodule(n): positions[m] for n, m in net.named_children()
+                                        if m in positions})  # fmt: skip
+        before = count(trial, x)["macs"]
+        group.prune()
+        assert before - count(trial, x)["macs"] == expected > 0
+
+
+def test_global_spends_the_per_layer_macs_where_the_ranking_says(tmp_path):
+    """`--global` cuts within the MACs of the per-layer cut (and close to them), leaves
+    some groups wider and others narrower than the per-layer cut, and reloads exactly."""
+    model, card = attention_model("tf_efficientnet_lite0")
+    per_layer = copy.deepcopy(model)
+    uniform = prune_model(per_layer, card, keep=0.5)
+    result = prune_model(model, card, keep=0.5, global_pruning=True)
+    assert 0.9 * uniform.after["macs"] <= result.after["macs"] <= uniform.after["macs"]
+    pairs = zip(model.modules(), per_layer.modules(), strict=True)
+    widths = [(a.out_channels, b.out_channels) for a, b in pairs if isinstance(a, nn.Conv2d)]
+    assert any(a > b for a, b in widths) and any(a < b for a, b in widths)
+    assert 0 < result.record()["global_share"] < 1
+    x = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        y = model(x)
+    path = tmp_path / "p.safetensors"
+    artifact.save(path, model, replace(card, pruning=result.record()))
+    loaded, _ = artifact.load(path)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), y)

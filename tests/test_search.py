@@ -140,7 +140,7 @@ def test_max_drop_stops_at_the_first_stage_over_budget(tiny_model, tiny_data_sha
         (["--keep", "0.5", "--target-macs", "0.3"], "--keep and --target-macs are alternatives"),
         (["--max-drop", "1"], "--max-drop needs --data"),
         (["--target-macs", "0.3", "--target-latency", "2"], "give one budget"),
-        (["--target-macs", "0.3", "--global"], "works with --per-layer pruning"),
+        (["--target-latency", "2", "--global"], "works with --per-layer pruning"),
         (["--max-drop", "1", "--data", "DATA", "--finetune", ""], "--max-drop needs a fine-tune"),
     ],
 )

@@ -111,19 +111,16 @@ def prunes_out(dep) -> bool:
 
 
 @torch.no_grad()
-def stem_convs(model: nn.Module, example_inputs: torch.Tensor) -> list[nn.Module]:
-    """Convs whose output is larger than a quarter of the input resolution: the stem stage.
+def output_positions(model: nn.Module, example_inputs: torch.Tensor) -> dict[nn.Module, int]:
+    """Every conv's output positions (height x width) and 1 for every Linear, on one forward
+    of `example_inputs`: what one output channel's MACs scale with."""
+    positions: dict[nn.Module, int] = {}
 
-    `--protect-stem` leaves them unpruned: they hold few MACs and every later layer
-    depends on their features.
-    """
-    size = example_inputs.shape[-1]
-    sizes: dict[nn.Module, int] = {}
-    hooks = [
-        m.register_forward_hook(lambda mod, _inp, out: sizes.__setitem__(mod, out.shape[-1]))
-        for m in model.modules()
-        if isinstance(m, nn.Conv2d)
-    ]
+    def record(layer, _inputs, output):
+        positions[layer] = output.shape[-2] * output.shape[-1] if isinstance(layer, nn.Conv2d) else 1
+
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    hooks = [m.register_forward_hook(record) for m in layers]
     was_training = model.training
     try:
         model.eval()(example_inputs)
@@ -131,7 +128,38 @@ def stem_convs(model: nn.Module, example_inputs: torch.Tensor) -> list[nn.Module
         for h in hooks:
             h.remove()
         model.train(was_training)
-    return [m for m, s in sizes.items() if s > size / 4]
+    return positions
+
+
+def stem_convs(model: nn.Module, example_inputs: torch.Tensor) -> list[nn.Module]:
+    """Convs whose output is larger than a quarter of the input resolution: the stem stage.
+
+    `--protect-stem` leaves them unpruned: they hold few MACs and every later layer
+    depends on their features.
+    """
+    quarter = example_inputs.shape[-2] * example_inputs.shape[-1] / 16
+    positions = output_positions(model, example_inputs)
+    return [m for m, n in positions.items() if isinstance(m, nn.Conv2d) and n > quarter]
+
+
+def channel_macs(group, positions: dict[nn.Module, int]) -> float:
+    """The MACs one channel of a torch-pruning group costs: its row in every conv or Linear
+    it is an output of, its column in every one it is an input of (a depthwise conv's
+    channel once). `positions`: `output_positions` of the unpruned model."""
+    macs, seen = 0.0, set()
+    for dep, _ in group:
+        layer = dep.target.module
+        if not isinstance(layer, (nn.Conv2d, nn.Linear)) or layer in seen:
+            continue
+        seen.add(layer)
+        kernel = layer.weight[0, 0].numel()  # k x k for a conv, 1 for a Linear
+        if isinstance(layer, nn.Conv2d) and layer.groups == layer.in_channels > 1:  # depthwise
+            fan = 1
+        else:
+            groups = getattr(layer, "groups", 1)
+            fan = layer.weight.shape[1] if prunes_out(dep) else layer.weight.shape[0] // groups
+        macs += kernel * fan * positions.get(layer, 1)
+    return macs
 
 
 def residual_groups(

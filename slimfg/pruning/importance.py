@@ -17,7 +17,7 @@ from torch import nn
 from slimfg import attention
 from slimfg.card import ModelCard
 from slimfg.errors import SlimfgError
-from slimfg.pruning.graph import prunes_out
+from slimfg.pruning.graph import channel_macs, prunes_out
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -40,6 +40,33 @@ class AttentionImportance(tp.importance.Importance):
         if not count.any():
             return None  # no attention-scored conv in this group: torch-pruning skips it
         return total / count.clamp(min=1)
+
+
+class PerMac(tp.importance.Importance):
+    """Another criterion's group scores divided by the MACs one channel of the group costs
+    (`graph.channel_macs`): what one global threshold compares when it spends a MACs
+    budget. A channel of a late, low-resolution layer costs a fraction of an early one's,
+    so at the same score it is cut later.
+
+    The best `min_kept` channels of every group (at least a tenth) score infinity: a global
+    threshold never empties a group, which torch-pruning would skip and leave whole.
+    `floored` and `channels` count those channels and all scored ones: a global share
+    under floored / channels would put the threshold at infinity."""
+
+    def __init__(self, inner: tp.importance.Importance, positions: dict[nn.Module, int],
+                 min_kept: int = 1) -> None:  # fmt: skip
+        self.inner, self.positions, self.min_kept = inner, positions, min_kept
+        self.floored = self.channels = 0
+
+    def __call__(self, group) -> torch.Tensor | None:
+        scores = self.inner(group)
+        if scores is None:
+            return None
+        scores = scores / channel_macs(group, self.positions)
+        kept = min(len(scores), max(self.min_kept, -(-len(scores) // 10)))
+        scores[scores.topk(kept).indices] = float("inf")
+        self.floored, self.channels = self.floored + kept, self.channels + len(scores)
+        return scores
 
 
 @torch.enable_grad()

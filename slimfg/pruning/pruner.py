@@ -1,11 +1,14 @@
 """Cut channels: a torch-pruning pruner per (keep, keep_residual, round_to, importance),
 and `prune()`, the entry that ranks, cuts and reports on any traceable `nn.Module`.
 
-Every dependency group (all convs coupled by a residual add share one decision; a
-depthwise conv follows its producer) loses `1 - keep` of its channels, residual groups
-half as much by default (`residual_keep`). The classifier is never pruned. The pruning
-record is torch-pruning's own `pruning_history()` (plain JSON), which `graph.replay`
-re-applies to a fresh model.
+A dependency group is all the convs that must lose the same channels (those coupled by
+a residual add share one decision; a depthwise conv follows its producer). Per layer,
+every group loses `1 - keep` of its channels, residual groups half as much by default
+(`residual_keep`). `global_pruning` spends the same MACs budget, the MACs of that
+per-layer cut, where the ranking says: every channel's score is divided by the MACs it
+costs (`PerMac`) and one threshold over all groups decides (docs/method.md). The
+classifier is never pruned. The pruning record is torch-pruning's own
+`pruning_history()` (plain JSON), which `graph.replay` re-applies to a fresh model.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from slimfg.errors import SlimfgError, unknown_name
 from slimfg.pruning.graph import (
     count,
     hidden_shuffles,
+    output_positions,
     prunes_out,
     residual_groups,
     shuffled_layers,
@@ -34,6 +38,7 @@ from slimfg.pruning.importance import (
     IMPORTANCES,
     AttentionImportance,
     Batches,
+    PerMac,
     accumulate_gradients,
     attention_taylor_scores,
 )
@@ -52,6 +57,7 @@ class PruneResult:
     round_to: int | None
     global_pruning: bool
     protect_stem: bool
+    global_share: float | None = None  # with global_pruning: the share of all channels kept
     history: list = field(default_factory=list)
     kept: dict[str, torch.Tensor] = field(default_factory=dict)
     before: dict = field(default_factory=dict)
@@ -60,8 +66,8 @@ class PruneResult:
     def record(self) -> dict:
         """The JSON pruning record a ModelCard stores; `graph.replay` re-applies it."""
         return {"keep": self.keep, "keep_residual": self.keep_residual, "importance": self.importance,
-                "global": self.global_pruning, "round_to": self.round_to, "protect_stem": self.protect_stem,
-                "history": self.history}  # fmt: skip
+                "global": self.global_pruning, "global_share": self.global_share, "round_to": self.round_to,
+                "protect_stem": self.protect_stem, "history": self.history}  # fmt: skip
 
 
 def residual_keep(keep: float, given: float | None = None) -> float:
@@ -94,7 +100,7 @@ def build_pruner(model, example_inputs, importance, keep, global_pruning=False, 
                     len(names), ", ".join(names[:4]), ", ..." if len(names) > 4 else "")  # fmt: skip
         ignored += shuffled
     ratios = None
-    if keep_residual != keep and keep < 1:
+    if keep_residual != keep and keep < 1 and not global_pruning:
         ratios = dict.fromkeys(residual_groups(model, example_inputs, ignored), 1.0 - keep_residual)
     with hidden_shuffles():
         return tp.pruner.BasePruner(
@@ -137,6 +143,41 @@ def _one_line(message: str):
 def _first_line(e: Exception) -> str:
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0][:160]}" if text else type(e).__name__
+
+
+def per_layer_macs_ratio(model: nn.Module, example_inputs: torch.Tensor, keep: float,
+                         round_to: int | None = 16, protect_stem: bool = False,
+                         keep_residual: float | None = None) -> float:  # fmt: skip
+    """The MACs of `model` cut per layer to `keep` (any ranking cuts the same counts), as a
+    share of its own: the budget `--global` spends."""
+    trial = copy.deepcopy(model)
+    with torch.enable_grad():
+        build_pruner(trial, example_inputs, tp.importance.MagnitudeImportance(), keep, False, round_to,
+                     protect_stem, keep_residual).step()  # fmt: skip
+    return count(trial, example_inputs)["macs"] / count(model, example_inputs)["macs"]
+
+
+def _global_share(model: nn.Module, example_inputs: torch.Tensor, criterion: PerMac, budget: float,
+                  round_to: int | None, protect_stem: bool, steps: int = 8) -> float:  # fmt: skip
+    """The largest share of all channels that a global cut by `criterion` keeps within
+    `budget` MACs, bisected on copies (MACs only fall as the share falls, down to the share
+    that `criterion`'s floor keeps)."""
+
+    def cut(share: float) -> tuple[float, PerMac]:
+        # Copied together, so the criterion's scores stay keyed by the copy's modules.
+        trial, trial_criterion = copy.deepcopy((model, criterion))
+        build_pruner(trial, example_inputs, trial_criterion, share, True, round_to, protect_stem).step()
+        return count(trial, example_inputs)["macs"], trial_criterion
+
+    _, scored = cut(1.0)  # cuts nothing; counts the channels every group keeps at least
+    lo, hi = (scored.floored + 1) / max(scored.channels, 1), 1.0  # cut(hi) costs more than budget
+    if lo >= hi or cut(lo)[0] > budget:
+        raise SlimfgError("--global cannot meet the MACs of the per-layer cut: use --per-layer")
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if cut(mid)[0] <= budget else (lo, mid)
+    log.info("--global: %.1f%% of the channels fit the MACs of the per-layer cut", 100 * lo)
+    return lo
 
 
 def _criterion(model: nn.Module, importance: str, keep: float, calib: Batches | None,
@@ -191,7 +232,14 @@ def prune(
         _one_line(f"torch-pruning cannot cut {type(model).__name__}"),
     ):  # torch-pruning traces through autograd
         criterion = _criterion(model, importance, keep, calib, scores)
-        pruner = build_pruner(model, example_inputs, criterion, keep, global_pruning, round_to, protect_stem,
+        share = keep
+        if global_pruning and keep < 1.0:
+            budget = result.before["macs"] * per_layer_macs_ratio(model, example_inputs, keep, round_to,
+                                                                   protect_stem, keep_residual)  # fmt: skip
+            criterion = PerMac(criterion, output_positions(model, example_inputs), round_to or 1)
+            share = _global_share(model, example_inputs, criterion, budget, round_to, protect_stem)
+            result.global_share = share
+        pruner = build_pruner(model, example_inputs, criterion, share, global_pruning, round_to, protect_stem,
                               keep_residual)  # fmt: skip
         if keep < 1.0:
             name_of = {m: name for name, m in model.named_modules()}

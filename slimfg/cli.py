@@ -523,7 +523,7 @@ def rank(model: str, keep: float, keep_residual: float | None, round_to: int, ou
 @click.option(
     "--batch", type=click.IntRange(1), default=P["batch"], show_default=True, help="Batch size for --runtime."
 )
-@click.option("--quick", is_flag=True, help="--max-drop with 1-epoch stages and recovery: a first look.")
+@click.option("--quick", is_flag=True, help="--max-drop with 1-epoch stages: a first look.")
 @click.pass_context
 def prune(ctx: click.Context, model: str, **options) -> None:
     """Remove the lowest-ranked channels of MODEL with dependency-aware structured pruning

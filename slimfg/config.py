@@ -218,7 +218,7 @@ class PruneConfig:
     target_latency: float | None = None
     runtime: str = "onnx"
     batch: int = 1
-    quick: bool = False  # --max-drop with 1-epoch stages and recovery, 64 repair images (CI, a first look)
+    quick: bool = False  # --max-drop with 1-epoch stages, 64 repair images (CI, a first look)
 
     def validate(self) -> None:
         if not self.out.endswith(".safetensors"):

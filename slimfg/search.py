@@ -8,7 +8,6 @@ no data), and the real ranking then cuts the same counts.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import tempfile
@@ -26,18 +25,11 @@ from slimfg.exporters import EXPORTERS, SUFFIX, uses_int8
 from slimfg.exporters.common import inputs_from_data
 from slimfg.io import atomic_path, write_text
 from slimfg.pruning.graph import count, example_input
-from slimfg.pruning.pruner import prune
+from slimfg.pruning.pruner import pruned_copy
 
 log = logging.getLogger("slimfg")
 
 MIN_KEEP = 1 / 16
-
-
-def pruned_copy(model: nn.Module, x: torch.Tensor, keep: float, **prune_options) -> nn.Module:
-    """A copy of `model` cut to `keep` by magnitude: the channel counts of any per-layer ranking."""
-    trial = copy.deepcopy(model)
-    prune(trial, x, keep=keep, importance="magnitude", **prune_options)
-    return trial
 
 
 def keep_for(model: nn.Module, x: torch.Tensor, cost: Callable[[nn.Module], float], target: float,

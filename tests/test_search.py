@@ -11,7 +11,8 @@ from slimfg.cli import main
 from slimfg.config import STAGE_MACS, TrainConfig
 from slimfg.errors import SlimfgError
 from slimfg.pruning.graph import count, example_input
-from slimfg.search import keep_for, macs_cost, pruned_copy
+from slimfg.pruning.pruner import pruned_copy
+from slimfg.search import keep_for, macs_cost
 from slimfg.train import train
 from tests.test_prune import SIZE, X, attention_model, prune_job
 

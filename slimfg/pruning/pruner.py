@@ -145,16 +145,12 @@ def _first_line(e: Exception) -> str:
     return f"{type(e).__name__}: {text[0][:160]}" if text else type(e).__name__
 
 
-def per_layer_macs_ratio(model: nn.Module, example_inputs: torch.Tensor, keep: float,
-                         round_to: int | None = 16, protect_stem: bool = False,
-                         keep_residual: float | None = None) -> float:  # fmt: skip
-    """The MACs of `model` cut per layer to `keep` (any ranking cuts the same counts), as a
-    share of its own: the budget `--global` spends."""
+def pruned_copy(model: nn.Module, x: torch.Tensor, keep: float, **prune_options) -> nn.Module:
+    """A copy of `model` cut per layer to `keep` by magnitude: the channel counts of any
+    per-layer ranking, at no cost in data."""
     trial = copy.deepcopy(model)
-    with torch.enable_grad():
-        build_pruner(trial, example_inputs, tp.importance.MagnitudeImportance(), keep, False, round_to,
-                     protect_stem, keep_residual).step()  # fmt: skip
-    return count(trial, example_inputs)["macs"] / count(model, example_inputs)["macs"]
+    prune(trial, x, keep=keep, importance="magnitude", **prune_options)
+    return trial
 
 
 def _global_share(model: nn.Module, example_inputs: torch.Tensor, criterion: PerMac, budget: float,
@@ -234,8 +230,9 @@ def prune(
         criterion = _criterion(model, importance, keep, calib, scores)
         share = keep
         if global_pruning and keep < 1.0:
-            budget = result.before["macs"] * per_layer_macs_ratio(model, example_inputs, keep, round_to,
-                                                                   protect_stem, keep_residual)  # fmt: skip
+            per_layer = pruned_copy(model, example_inputs, keep, round_to=round_to, protect_stem=protect_stem,
+                                    keep_residual=keep_residual)  # fmt: skip
+            budget = count(per_layer, example_inputs)["macs"]
             criterion = PerMac(criterion, output_positions(model, example_inputs), round_to or 1)
             share = _global_share(model, example_inputs, criterion, budget, round_to, protect_stem)
             result.global_share = share

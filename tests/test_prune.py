@@ -48,6 +48,20 @@ def prune_job(model: str, out: str, **options) -> dict:
     return prune_artifact(PruneConfig(model=str(model), out=str(out), **options))
 
 
+def assert_reloads_exactly(model, card, result, tmp_path) -> torch.Tensor:
+    """Saved with its pruning record and loaded again, the pruned model computes exactly
+    what it did; returns its output on random images."""
+    x = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        y = model(x)
+    path = tmp_path / "p.safetensors"
+    artifact.save(path, model, replace(card, pruning=result.record()))
+    loaded, _ = artifact.load(path)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), y)
+    return y
+
+
 ARCHS = [
     "tf_efficientnet_lite0",
     "resnet18",
@@ -68,15 +82,8 @@ def test_prune_save_reload_identical(arch, tmp_path):
     after = count(model, X)
     assert (result.before, result.after) == (before, after)
     assert after["params"] < 0.6 * before["params"] and after["macs"] < 0.6 * before["macs"]
-    x = torch.randn(2, 3, SIZE, SIZE)
-    with torch.no_grad():
-        y = model(x)
+    y = assert_reloads_exactly(model, card, result, tmp_path)
     assert y.shape == (2, 5) and torch.isfinite(y).all()
-    path = tmp_path / "p.safetensors"
-    artifact.save(path, model, replace(card, pruning=result.record()))
-    loaded, _ = artifact.load(path)
-    with torch.no_grad():
-        assert torch.equal(loaded(x), y)
 
 
 @pytest.mark.parametrize("arch", ["googlenet", "mnasnet1_0", "shufflenet_v2_x1_0"])
@@ -87,14 +94,7 @@ def test_models_that_used_to_fail_prune_and_reload(arch, tmp_path, caplog):
     result = prune_model(model, card, keep=0.5)
     assert result.after["params"] < 0.7 * result.before["params"]
     assert ("channel shuffle" in caplog.text) == arch.startswith("shufflenet")
-    x = torch.randn(2, 3, SIZE, SIZE)
-    with torch.no_grad():
-        y = model(x)
-    path = tmp_path / "p.safetensors"
-    artifact.save(path, model, replace(card, pruning=result.record()))
-    loaded, _ = artifact.load(path)
-    with torch.no_grad():
-        assert torch.equal(loaded(x), y)
+    assert_reloads_exactly(model, card, result, tmp_path)
 
 
 def test_keep_one_changes_nothing():
@@ -539,11 +539,4 @@ def test_global_spends_the_per_layer_macs_where_the_ranking_says(tmp_path):
     widths = [(a.out_channels, b.out_channels) for a, b in pairs if isinstance(a, nn.Conv2d)]
     assert any(a > b for a, b in widths) and any(a < b for a, b in widths)
     assert 0 < result.record()["global_share"] < 1
-    x = torch.randn(2, 3, SIZE, SIZE)
-    with torch.no_grad():
-        y = model(x)
-    path = tmp_path / "p.safetensors"
-    artifact.save(path, model, replace(card, pruning=result.record()))
-    loaded, _ = artifact.load(path)
-    with torch.no_grad():
-        assert torch.equal(loaded(x), y)
+    assert_reloads_exactly(model, card, result, tmp_path)

@@ -264,3 +264,19 @@ def test_bf16_on_cpu_is_opt_in_and_fp16_is_refused(tiny_data, tmp_path):
     assert not all(torch.equal(runs["none"][k], runs["bf16"][k]) for k in floats)
     with pytest.raises(SlimfgError, match="fp16 needs a CUDA device"):
         train(tiny_config(tiny_data, tmp_path / "fp16", schedule="t", amp="fp16"))
+
+
+def test_t_epochs_leave_the_attention_the_j_epoch_learned(tiny_data, tmp_path):
+    """The default `jtttt` ranks channels by the attention of its `j` epoch: in `t`, BatchNorm
+    in train mode normalises each channel's scale away, so the attention barely moves."""
+
+    def attention_after(schedule):
+        cfg = tiny_config(tiny_data, tmp_path / schedule, schedule=schedule, lr={"j": 0.05, "t": 1e-3},
+                          keep_best=False, lr_decay="none")  # fmt: skip
+        card = artifact.read_meta(train(cfg))
+        return torch.cat([torch.tensor(s) for s in card["attention"]["scores"].values()])
+
+    learned, kept = attention_after("j"), attention_after("jtt")
+    moved = (learned - 1).abs().max()
+    assert moved > 0.05  # the j epoch changed the attention
+    assert (kept - learned).abs().max() < 0.2 * moved

@@ -293,16 +293,18 @@ def recipe_sweep(results: Path) -> list[str]:
         for name, r in doc["results"].items():
             vals = " / ".join(pct(h["val_top1"]) for h in r["history"])
             kept = r.get("kept_epoch") if doc.get("keep_best") else "last"
-            rows.append(f"| {Path(doc['data']).name} | {name} | `{r['schedule']}` | {vals} | {kept} | "
-                        f"{pct(r['test_top1'])} |")  # fmt: skip
+            rows.append(f"| {Path(doc['data']).name} | {name} | `{r['schedule']}` | {doc['lr']['t']:g} | {vals} | "
+                        f"{kept} | {pct(r['test_top1'])} |")  # fmt: skip
     if not rows:
         return []
     return ["## Choosing `slimfg train`'s default recipe", "",
             "lite0 with the bundled ImageNet weights, all training images, 160 px, 5 epochs, Adam, per-phase "
-            "lr f = 3e-3, j = 5e-3, t = 2e-3, cosine decay, crop scale 0.35; `python benchmarks/transfer.py "
-            "DATA --per-class 0 --image-size 160 --methods METHOD [--keep-best]` (files in "
-            "benchmarks/results/recipe_sweep/). `kept`: the epoch a `--keep-best` run ended with.", "",
-            "| data | method | schedule | val top-1 per epoch | kept | test top-1 |", "|---|---|---|---|---|---|",
+            "lr f = 3e-3, j = 5e-3, t as listed, cosine decay, crop scale 0.35; `python benchmarks/transfer.py "
+            "DATA --per-class 0 --image-size 160 --methods METHOD --lr f=3e-3,j=5e-3,t=T [--keep-best]` (files "
+            "in benchmarks/results/recipe_sweep/, README there). `kept`: the epoch a `--keep-best` run ended "
+            "with.", "",
+            "| data | method | schedule | lr t | val top-1 per epoch | kept | test top-1 |",
+            "|---|---|---|---|---|---|---|",
             *rows, ""]  # fmt: skip
 
 

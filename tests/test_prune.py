@@ -452,6 +452,28 @@ def test_streamed_refit_equals_the_one_batch_solution():
     assert not torch.equal(one.conv_head.weight, model.conv_head.weight)  # the refit changed it
 
 
+@pytest.mark.parametrize("arch", ["tf_efficientnet_lite0", "resnet18"])
+def test_refit_from_cached_block_inputs_equals_the_refit_from_the_image(arch):
+    """Inside timm's and torchvision's stages (nn.Sequential) the refit runs each layer
+    from its own block's cached input; with no room for the cache (`cache_bytes=0`) it
+    runs the model from the image. Both give the same weights, bit for bit."""
+    model, card = attention_model(arch)
+    dense = copy.deepcopy(model)
+    kept = prune_model(model, card, keep=0.5).kept
+    batches = list(torch.randn(16, 3, SIZE, SIZE).split(8))
+    cached, plain = copy.deepcopy(model), copy.deepcopy(model)
+    stem_runs = {}
+    for key, net in (("cached", cached), ("plain", plain)):
+        stem = net.conv1 if arch == "resnet18" else net.conv_stem
+        stem.register_forward_hook(lambda *_, key=key: stem_runs.update({key: stem_runs.get(key, 0) + 1}))
+    assert refit(cached, dense, batches, kept) == refit(plain, dense, batches, kept, cache_bytes=0)
+    for (name, a), b in zip(cached.state_dict().items(), plain.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert stem_runs["cached"] * 3 < stem_runs["plain"]  # most layers ran from a cached block input
+    assert not torch.equal(cached.fc.weight if arch == "resnet18" else cached.conv_head.weight,
+                           model.fc.weight if arch == "resnet18" else model.conv_head.weight)  # fmt: skip
+
+
 def test_fine_tuning_that_only_hurts_keeps_the_repaired_state(tiny_data, tmp_path):
     """A fine-tune at an absurd lr wrecks the model; with keep_best (the prune default) the
     saved model is the refitted one, exactly, and the report says so; with --keep-last it

@@ -188,8 +188,8 @@ class _Reached(Exception):
     """Raised by a hook to stop a forward pass once the layer of interest has run."""
 
 
-def _run_to(net: nn.Module, layer: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input, output) of `layer` when `net` runs on `x`; the layers after it never run."""
+def _run_to(forward, layer: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input, output) of `layer` when `forward(x)` runs; the layers after it never run."""
     seen = {}
 
     def hook(_layer, inputs, output):
@@ -198,7 +198,7 @@ def _run_to(net: nn.Module, layer: nn.Module, x: torch.Tensor) -> tuple[torch.Te
 
     handle = layer.register_forward_hook(hook)
     try:
-        net.eval()(x)
+        forward(x)
     except _Reached:
         pass
     finally:
@@ -208,9 +208,80 @@ def _run_to(net: nn.Module, layer: nn.Module, x: torch.Tensor) -> tuple[torch.Te
     return seen["io"]
 
 
+def _input_of(net: nn.Module, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """What `module` receives when `net` runs on `x` (nothing after it runs)."""
+    seen = []
+
+    def hook(_module, inputs):
+        seen.append(inputs[0])
+        raise _Reached
+
+    handle = module.register_forward_pre_hook(hook)
+    try:
+        net.eval()(x)
+    except _Reached:
+        pass
+    finally:
+        handle.remove()
+    if not seen:
+        raise RuntimeError(f"{type(module).__name__} did not run in the forward pass")
+    return seen[0]
+
+
+def _is_chain(module: nn.Module) -> bool:
+    return isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward
+
+
+def _chains(model: nn.Module) -> dict[nn.Module, tuple[list[nn.Module], int]]:
+    """{module: (units, i)} for every module inside an `nn.Sequential` (the outermost one,
+    nested Sequentials flattened into one list of units): the Sequential's output is
+    `units[-1](...units[0](x))`, and the module is part of `units[i]`. Running units
+    i, i+1, ... from a cached input of unit i is exactly what the model computes there."""
+    where: dict[nn.Module, tuple[list[nn.Module], int]] = {}
+
+    def flatten(seq: nn.Module) -> list[nn.Module]:
+        return [u for child in seq for u in (flatten(child) if _is_chain(child) else [child])]
+
+    def visit(module: nn.Module) -> None:
+        if not _is_chain(module):
+            for child in module.children():
+                visit(child)
+            return
+        units = flatten(module)
+        for i, unit in enumerate(units):
+            for sub in unit.modules():
+                where[sub] = (units, i)
+
+    visit(model)
+    return where
+
+
+class _Inputs:
+    """The pruned model's input of one chain unit, for every calibration batch, moved
+    forward unit by unit as the refit goes: each layer then runs only from the start of
+    its own unit instead of from the image (a forward pass per layer made the refit
+    quadratic in depth: 7.8 of the 20 minutes of the default prune on Flowers-102)."""
+
+    def __init__(self, model: nn.Module, batches: list, units: list[nn.Module], i: int) -> None:
+        self.units, self.i = units, i
+        self.x = [_input_of(model, units[i], x) for x in batches]
+
+    def move_to(self, i: int) -> None:
+        for b, x in enumerate(self.x):
+            for unit in self.units[self.i : i]:
+                x = unit(x)
+            self.x[b] = x
+        self.i = i
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for unit in self.units[self.i :]:
+            x = unit(x)
+        return x
+
+
 @torch.no_grad()
 def refit(model: nn.Module, dense: nn.Module, calib: Iterable, kept: dict | None = None,
-          ridge: float = 1e-2, max_rows: int = 50_000) -> list[str]:  # fmt: skip
+          ridge: float = 1e-2, max_rows: int = 50_000, cache_bytes: int = 2**31) -> list[str]:  # fmt: skip
     """Least-squares refit of each dense conv and Linear of the pruned `model`, first to
     last, so that on the `calib` images its output matches the unpruned `dense` model's.
 
@@ -225,9 +296,13 @@ def refit(model: nn.Module, dense: nn.Module, calib: Iterable, kept: dict | None
     Streamed, so memory does not grow with the number of images: one pass of `dense`
     records every layer's targets at up to `max_rows` sampled output positions over all
     of `calib`; then for each layer in forward order the pruned model runs batch by batch
-    up to that layer and X'^T X' and X'^T (W X) are summed. Memory: one batch's
-    activations, the Gram matrices and the sampled targets (at most `max_rows` x the
-    layer's kept channels x 4 bytes per layer). Returns the refitted layers' names.
+    up to that layer and X'^T X' and X'^T (W X) are summed. Inside an `nn.Sequential`
+    (timm's and torchvision's stages) it runs from the cached input of the layer's own
+    unit (block) instead of from the image, when that cache for all of `calib` fits in
+    `cache_bytes`: the same arithmetic, about 6x fewer block evaluations on lite0.
+    Memory: one batch's activations, at most `cache_bytes` of cached block inputs, the
+    Gram matrices and the sampled targets (at most `max_rows` x the layer's kept channels
+    x 4 bytes per layer). Returns the refitted layers' names.
     """
     batches = [images_of(b) for b in calib]
     images, kept = sum(len(b) for b in batches), kept or {}
@@ -253,10 +328,22 @@ def refit(model: nn.Module, dense: nn.Module, calib: Iterable, kept: dict | None
         finally:
             for h in handles:
                 h.remove()
+    model.eval()
+    chains, cache = _chains(model), None
     for name in names:
         layer, gram, cross = model.get_submodule(name), None, None
+        units, i = chains.get(layer, (None, 0))
+        if cache is not None and (cache.units is not units or cache.i > i):
+            cache = None
+        if cache is None and units is not None:
+            one = _input_of(model, units[i], batches[0])
+            if one.nbytes * images / len(batches[0]) <= cache_bytes:
+                cache = _Inputs(model, batches, units, i)
+        if cache is not None:
+            cache.move_to(i)
         for b, x in enumerate(batches):
-            x_cols = _columns(layer, _run_to(model, layer, x)[0])
+            inp = _run_to(model, layer, x) if cache is None else _run_to(cache.forward, layer, cache.x[b])
+            x_cols = _columns(layer, inp[0])
             if rows[name, b] is not None:
                 x_cols = x_cols[rows[name, b]]
             x_cols = x_cols.double()

@@ -259,8 +259,8 @@ def _chains(model: nn.Module) -> dict[nn.Module, tuple[list[nn.Module], int]]:
 class _Inputs:
     """The pruned model's input of one chain unit, for every calibration batch, moved
     forward unit by unit as the refit goes: each layer then runs only from the start of
-    its own unit instead of from the image (a forward pass per layer made the refit
-    quadratic in depth: 7.8 of the 20 minutes of the default prune on Flowers-102)."""
+    its own unit instead of from the image (a pass from the image for every layer is
+    quadratic in depth)."""
 
     def __init__(self, model: nn.Module, batches: list, units: list[nn.Module], i: int) -> None:
         self.units, self.i = units, i
@@ -299,7 +299,7 @@ def refit(model: nn.Module, dense: nn.Module, calib: Iterable, kept: dict | None
     up to that layer and X'^T X' and X'^T (W X) are summed. Inside an `nn.Sequential`
     (timm's and torchvision's stages) it runs from the cached input of the layer's own
     unit (block) instead of from the image, when that cache for all of `calib` fits in
-    `cache_bytes`: the same arithmetic, about 6x fewer block evaluations on lite0.
+    `cache_bytes`: the same arithmetic, the same weights.
     Memory: one batch's activations, at most `cache_bytes` of cached block inputs, the
     Gram matrices and the sampled targets (at most `max_rows` x the layer's kept channels
     x 4 bytes per layer). Returns the refitted layers' names.

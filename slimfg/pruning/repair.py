@@ -188,15 +188,16 @@ class _Reached(Exception):
     """Raised by a hook to stop a forward pass once the layer of interest has run."""
 
 
-def _run_to(forward, layer: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input, output) of `layer` when `forward(x)` runs; the layers after it never run."""
+def _run_to(forward, layer: nn.Module, x: torch.Tensor, before: bool = False) -> tuple:
+    """(input, output) of `layer` when `forward(x)` runs; the layers after it never run.
+    With `before`, the pass stops as `layer` is called: (input, None)."""
     seen = {}
 
-    def hook(_layer, inputs, output):
+    def hook(_layer, inputs, output=None):
         seen["io"] = (inputs[0], output)
         raise _Reached
 
-    handle = layer.register_forward_hook(hook)
+    handle = (layer.register_forward_pre_hook if before else layer.register_forward_hook)(hook)
     try:
         forward(x)
     except _Reached:
@@ -206,26 +207,6 @@ def _run_to(forward, layer: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, t
     if "io" not in seen:
         raise RuntimeError(f"{type(layer).__name__} did not run in the forward pass")
     return seen["io"]
-
-
-def _input_of(net: nn.Module, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """What `module` receives when `net` runs on `x` (nothing after it runs)."""
-    seen = []
-
-    def hook(_module, inputs):
-        seen.append(inputs[0])
-        raise _Reached
-
-    handle = module.register_forward_pre_hook(hook)
-    try:
-        net.eval()(x)
-    except _Reached:
-        pass
-    finally:
-        handle.remove()
-    if not seen:
-        raise RuntimeError(f"{type(module).__name__} did not run in the forward pass")
-    return seen[0]
 
 
 def _is_chain(module: nn.Module) -> bool:
@@ -262,9 +243,8 @@ class _Inputs:
     its own unit instead of from the image (a pass from the image for every layer is
     quadratic in depth)."""
 
-    def __init__(self, model: nn.Module, batches: list, units: list[nn.Module], i: int) -> None:
-        self.units, self.i = units, i
-        self.x = [_input_of(model, units[i], x) for x in batches]
+    def __init__(self, units: list[nn.Module], i: int, inputs: list[torch.Tensor]) -> None:
+        self.units, self.i, self.x = units, i, inputs
 
     def move_to(self, i: int) -> None:
         for b, x in enumerate(self.x):
@@ -336,9 +316,10 @@ def refit(model: nn.Module, dense: nn.Module, calib: Iterable, kept: dict | None
         if cache is not None and (cache.units is not units or cache.i > i):
             cache = None
         if cache is None and units is not None:
-            one = _input_of(model, units[i], batches[0])
-            if one.nbytes * images / len(batches[0]) <= cache_bytes:
-                cache = _Inputs(model, batches, units, i)
+            first = _run_to(model, units[i], batches[0], before=True)[0]
+            if first.nbytes * images / len(batches[0]) <= cache_bytes:
+                rest = [_run_to(model, units[i], x, before=True)[0] for x in batches[1:]]
+                cache = _Inputs(units, i, [first, *rest])
         if cache is not None:
             cache.move_to(i)
         for b, x in enumerate(batches):

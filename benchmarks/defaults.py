@@ -5,8 +5,9 @@ params and MACs, wall time per stage. Selection (keep-best, int8 calibration) us
 and val only; test is never looked at before the end.
 
 Writes benchmarks/results/defaults_<dataset>.json after every stage and keeps the models
-in runs/defaults/<dataset>/; a stage whose output exists is not run again (rerun with
---fresh to start over). `make results` renders one docs/results.md section per file.
+in runs/defaults/<dataset>/; a stage whose output exists is not run again, and keeps the
+seconds an earlier run wrote to the same JSON (rerun with --fresh to start over). `make
+results` renders one docs/results.md section per file.
 
 Usage: python benchmarks/defaults.py DATA [--image-size 160] [--keep 0.6] [--out FILE] [--quick]
 """
@@ -14,6 +15,7 @@ Usage: python benchmarks/defaults.py DATA [--image-size 160] [--keep 0.6] [--out
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shutil
 import time
@@ -66,6 +68,7 @@ def main() -> None:
                         f"slimfg export {run}/pruned.safetensors --format onnx-int8 --data {args.data} "
                         f"--calib {args.data}"],
            "seconds": {}, "rows": {}}  # fmt: skip
+    earlier = {} if args.fresh or not out.is_file() else json.loads(out.read_text()).get("seconds", {})
 
     def timed(stage: str, fn):
         t0 = time.perf_counter()
@@ -84,6 +87,8 @@ def main() -> None:
     if not dense.is_file():
         cfg = TrainConfig(data=args.data, out=str(run), image_size=args.image_size, **train_options)
         timed("train", lambda: train(cfg))
+    elif "train" in earlier:
+        doc["seconds"]["train"] = earlier["train"]
     card = artifact.read_card(dense)
     doc["train"] = {"schedule": card.train["schedule"], "kept_epoch": card.train.get("kept_epoch")}
     pruned = run / "pruned.safetensors"
@@ -91,6 +96,8 @@ def main() -> None:
         quick = {"finetune": "t", "workers": 0} if args.quick else {}
         cfg = PruneConfig(model=str(dense), out=str(pruned), keep=args.keep, data=args.data, **quick)
         timed("prune", lambda: prune_artifact(cfg))
+    elif "prune" in earlier:
+        doc["seconds"]["prune"] = earlier["prune"]
     report = artifact.read_card(pruned).pruning["report"]
     doc["prune"] = {"refit_val_top1": report["pruned_val_top1"], "kept_epoch": report["kept_epoch"]}
     for kind, path in (("dense", dense), ("pruned", pruned)):

@@ -416,9 +416,10 @@ def rank(model: str, keep: float, keep_residual: float | None, round_to: int, ou
     "--global/--per-layer",
     "global_pruning",
     default=P["global_pruning"],
-    show_default=True,
     help="Spend the MACs of the per-layer cut on the channels with the best score per MAC "
-    "across all layers, or cut every group by the same share.",
+    "across all layers, or cut every group by the same share (default: --global with "
+    "the attention-taylor ranking, which --data brings; per layer otherwise and with "
+    "--target-latency).",
 )
 @click.option(
     "--round-to",

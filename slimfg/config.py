@@ -179,6 +179,13 @@ def default_finetune(train_images: int, batch_size: int) -> str:
     return "t" * epochs
 
 
+def default_global(importance: str, target_latency: float | None) -> bool:
+    """Whether `slimfg prune` cuts with `--global` when given neither it nor `--per-layer`:
+    with the attention-taylor ranking (the default with --data), where it was measured on
+    the four datasets; not with --target-latency, which times per-layer copies."""
+    return importance == "attention-taylor" and target_latency is None
+
+
 @dataclass(kw_only=True)
 class PruneConfig:
     """The `slimfg prune` job: cut, repair, fine-tune (TrainConfig fields), report."""
@@ -190,7 +197,9 @@ class PruneConfig:
     keep_residual: float | None = None
     # None: attention-taylor when there is data to take gradients on, else attention.
     importance: str | None = None
-    global_pruning: bool = False
+    # None: --global when the ranking is attention-taylor (--data given) and there is no
+    # --target-latency, else per layer (docs/method.md, "Where the MACs go: `--global`").
+    global_pruning: bool | None = None
     round_to: int | None = 16
     protect_stem: bool = False
     data: str | None = None

@@ -33,6 +33,7 @@ from slimfg.config import (
     PruneConfig,
     TrainConfig,
     default_finetune,
+    default_global,
 )
 from slimfg.errors import SlimfgError
 from slimfg.evaluate import evaluate_model
@@ -74,6 +75,8 @@ def prune_artifact(cfg: PruneConfig) -> dict:
     cfg.validate()  # before the slow evaluation below
     out = Path(cfg.out)
     importance = cfg.importance or ("attention-taylor" if cfg.data else "attention")
+    if cfg.global_pruning is None:
+        cfg = replace(cfg, global_pruning=default_global(importance, cfg.target_latency))
     model, card = artifact.load(cfg.model)
     if card.pruning:
         raise SlimfgError(f"{cfg.model} is already pruned; prune the unpruned model instead")

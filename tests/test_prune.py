@@ -215,6 +215,7 @@ def test_prune_then_finetune_through_the_cli(tiny_data, tmp_path):
     assert report["after"]["latency_b32_s"] > 0
     assert card.pruning["history"] and card.train["schedule"] == "ta" and report["finetune"] == "ta"
     assert card.pruning["importance"] == "attention-taylor"  # the default when there is --data
+    assert card.pruning["global"] is True  # and with it, --global
     assert card.attention["mode"] == "out"  # the fine-tune's 'a' phase re-learned attention
     assert count(model, example_input(32))["params"] == report["after"]["params"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [

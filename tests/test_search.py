@@ -67,6 +67,7 @@ def test_target_macs_prunes_to_the_target(tiny_model, tiny_data_shared, tmp_path
     model, card = artifact.load(out)
     assert count(model, example_input(32))["macs"] == report["after"]["macs"]
     assert card.pruning["keep"] == report["search"]["keep"] < 1
+    assert card.pruning["global"] is True  # the default with --data: the MACs of keep's per-layer cut
 
 
 def test_target_latency_measures_the_runtime(tiny_model, tmp_path):
@@ -87,6 +88,7 @@ def test_target_latency_measures_the_runtime(tiny_model, tmp_path):
     assert search["runtime"] == "onnx" and search["batch"] == 32
     assert 0.05 <= search["keep"] < 1
     assert [p for p in search["probes"] if p["keep"] == search["keep"]][0]["cost"] <= target_ms * 1e-3
+    assert artifact.load(out)[1].pruning["global"] is False  # the probes were timed per layer
 
 
 def test_max_drop_prunes_in_stages_and_reports_the_frontier(tiny_model, tiny_data_shared, tmp_path,

@@ -68,9 +68,12 @@ def main() -> None:
                         f"slimfg export {run}/pruned.safetensors --format onnx-int8 --data {args.data} "
                         f"--calib {args.data}"],
            "seconds": {}, "rows": {}}  # fmt: skip
-    earlier = {} if args.fresh or not out.is_file() else json.loads(out.read_text()).get("seconds", {})
+    if out.is_file() and not args.fresh:  # a stage that runs again drops its earlier seconds
+        earlier = json.loads(out.read_text()).get("seconds", {})
+        doc["seconds"] = {k: earlier[k] for k in ("train", "prune") if k in earlier}
 
     def timed(stage: str, fn):
+        doc["seconds"].pop(stage, None)
         t0 = time.perf_counter()
         result = fn()
         doc["seconds"][stage] = round(time.perf_counter() - t0, 1)
@@ -87,8 +90,6 @@ def main() -> None:
     if not dense.is_file():
         cfg = TrainConfig(data=args.data, out=str(run), image_size=args.image_size, **train_options)
         timed("train", lambda: train(cfg))
-    elif "train" in earlier:
-        doc["seconds"]["train"] = earlier["train"]
     card = artifact.read_card(dense)
     doc["train"] = {"schedule": card.train["schedule"], "kept_epoch": card.train.get("kept_epoch")}
     pruned = run / "pruned.safetensors"
@@ -96,8 +97,6 @@ def main() -> None:
         quick = {"finetune": "t", "workers": 0} if args.quick else {}
         cfg = PruneConfig(model=str(dense), out=str(pruned), keep=args.keep, data=args.data, **quick)
         timed("prune", lambda: prune_artifact(cfg))
-    elif "prune" in earlier:
-        doc["seconds"]["prune"] = earlier["prune"]
     report = artifact.read_card(pruned).pruning["report"]
     doc["prune"] = {"refit_val_top1": report["pruned_val_top1"], "kept_epoch": report["kept_epoch"]}
     for kind, path in (("dense", dense), ("pruned", pruned)):

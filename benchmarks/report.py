@@ -38,6 +38,8 @@ COMMANDS = {
     "--data ../shared/data/flowers102",
     "prune_latency": "python benchmarks/prune_latency.py runs/faaaa/model.safetensors --round-to 1,8,16",
     "attention_overhead": "python benchmarks/attention_overhead.py",
+    "op_latency": "python benchmarks/op_latency.py runs/defaults/flowers102/model.safetensors "
+    "runs/defaults/flowers102/pruned_per_layer.safetensors runs/defaults/flowers102/pruned.safetensors",
 }
 
 
@@ -205,6 +207,22 @@ def prune_latency(doc: dict | None) -> list[str]:
     return lines + [""]
 
 
+def op_latency(doc: dict | None) -> list[str]:
+    lines = ["## Where ONNX Runtime spends the time, by kind of op", "", f"`{COMMANDS['op_latency']}`", ""]
+    if doc is None:
+        return lines + missing("op_latency")
+    lines += [f"{doc['machine']}, batch {doc['batch']}, median of {doc['runs']} runs per node. MACs as the "
+              "kernels ran them (ONNX Runtime pads channels in its blocked layout). The last column fits "
+              "time = a * MACs + b * activation elements over the conv nodes and gives b / a.", "",
+              "| model | ms | depthwise conv ms | other conv ms | rest ms | MACs / image | depthwise MACs | "
+              "1 activation element costs |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, r in doc["models"].items():
+        lines.append(f"| {name} | {r['ms']} | {r['dw_conv_ms']} | {r['other_conv_ms']} | {r['rest_ms']} | "
+                     f"{r['macs_per_image'] / 1e6:.1f} M | {r['dw_macs_per_image'] / 1e6:.1f} M | "
+                     f"{r['elem_cost_in_macs']} MACs |")  # fmt: skip
+    return lines + [""]
+
+
 def attention_overhead(doc: dict | None) -> list[str]:
     lines = ["## Cost of an attention training step", "", f"`{COMMANDS['attention_overhead']}`", ""]
     if doc is None:
@@ -342,7 +360,8 @@ def main() -> None:
         "",
     ]
     for name, section in [("transfer", transfer), ("prune_curve", prune_curve), ("latency", latency),
-                          ("prune_latency", prune_latency), ("attention_overhead", attention_overhead)]:  # fmt: skip
+                          ("prune_latency", prune_latency), ("op_latency", op_latency),
+                          ("attention_overhead", attention_overhead)]:  # fmt: skip
         lines += section(load(name, args.results))
         if name == "transfer":
             lines += transfer_sweep(

@@ -25,6 +25,7 @@ def results(tmp_path_factory):
         "prune_curve",
         "latency",
         "prune_latency",
+        "op_latency",
         "attention_overhead",
     ):
         run(f"{name}.py", "--quick", "--out", str(out / f"{name}.json"))
@@ -110,6 +111,16 @@ def test_prune_latency_and_attention_overhead_quick(results):
     assert all(s > 0 for s in steps.values())  # timings, not compared: the cores may be shared
 
 
+def test_op_latency_quick(results):
+    """Kernel time split by kind of op on a lite0: its 13 depthwise convs and 36 others,
+    the parts adding up to the whole, and MACs counted from the shapes the kernels ran on."""
+    (row,) = json.loads((results / "op_latency.json").read_text())["models"].values()
+    assert row["conv_nodes"] == 49
+    parts = row["dw_conv_ms"] + row["other_conv_ms"] + row["rest_ms"]
+    assert row["ms"] > 0 and parts == pytest.approx(row["ms"], abs=0.02)  # rounded to 0.01 ms
+    assert 0 < row["dw_macs_per_image"] < row["macs_per_image"]
+
+
 def test_defaults_quick(results):
     """The default path's table: dense, pruned and int8 rows, each scored on val (no test
     split in the sample), pruned at under half the MACs, and a time for every stage."""
@@ -136,6 +147,7 @@ def test_report_renders_every_section(results, tmp_path):
         "Channel importance at the full fine-tune budget",
         "Deployment latency",
         "Channel rounding",
+        "Where ONNX Runtime spends",
         "The default path on flowers10",
     ):
         assert heading in text

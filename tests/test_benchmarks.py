@@ -117,7 +117,7 @@ def test_op_latency_quick(results):
     (row,) = json.loads((results / "op_latency.json").read_text())["models"].values()
     assert row["conv_nodes"] == 49
     parts = row["dw_conv_ms"] + row["other_conv_ms"] + row["rest_ms"]
-    assert row["ms"] > 0 and parts == pytest.approx(row["ms"], abs=0.02)  # rounded to 0.01 ms
+    assert row["ms"] > 0 and parts == pytest.approx(row["ms"], abs=0.03)  # each rounded to 0.01 ms
     assert 0 < row["dw_macs_per_image"] < row["macs_per_image"]
 
 

@@ -213,7 +213,9 @@ def op_latency(doc: dict | None) -> list[str]:
         return lines + missing("op_latency")
     lines += [f"{doc['machine']}, batch {doc['batch']}, median of {doc['runs']} runs per node. MACs as the "
               "kernels ran them (ONNX Runtime pads channels in its blocked layout). The last column fits "
-              "time = a * MACs + b * activation elements over the conv nodes and gives b / a.", "",
+              "time = a * MACs + b * activation elements over the conv nodes and gives b / a. The models are "
+              "profiled one after another, with the profiler's overhead: compare their speed with the paired "
+              "timing of `slimfg bench`, not with these totals.", "",
               "| model | ms | depthwise conv ms | other conv ms | rest ms | MACs / image | depthwise MACs | "
               "1 activation element costs |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for name, r in doc["models"].items():

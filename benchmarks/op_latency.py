@@ -72,7 +72,10 @@ def summary(rows: list[dict], batch: int) -> dict:
     a = np.array([[r["macs"], r["elems"]] for r in convs], dtype=float)
     y = np.array([r["us"] for r in convs])
     (per_mac, per_elem), *_ = np.linalg.lstsq(a, y, rcond=None)
-    ms = lambda rs: round(sum(r["us"] for r in rs) / 1e3, 2)  # noqa: E731
+
+    def ms(some: list[dict]) -> float:
+        return round(sum(r["us"] for r in some) / 1e3, 2)
+
     dw = [r for r in convs if r["dw"]]
     return {
         "ms": ms(rows),

@@ -112,7 +112,7 @@ def test_prune_latency_and_attention_overhead_quick(results):
 
 
 def test_op_latency_quick(results):
-    """Kernel time split by kind of op on a lite0: its 13 depthwise convs and 36 others,
+    """Kernel time split by kind of op on a lite0: its 16 depthwise convs and 33 others,
     the parts adding up to the whole, and MACs counted from the shapes the kernels ran on."""
     (row,) = json.loads((results / "op_latency.json").read_text())["models"].values()
     assert row["conv_nodes"] == 49

@@ -24,6 +24,7 @@ from slimfg.config import (
     LR_DECAYS,
     PHASES,
     RUNTIMES,
+    STAGED_REPAIR_DROP,
     ExportConfig,
     PruneConfig,
     TrainConfig,
@@ -442,6 +443,13 @@ def rank(model: str, keep: float, keep_residual: float | None, round_to: int, ou
     f"for about {FINETUNE_STEPS} steps, {FINETUNE_EPOCHS[0]} to {FINETUNE_EPOCHS[1]} epochs).",
 )
 @click.option(
+    "--stages",
+    type=click.IntRange(1, 2),
+    default=None,
+    help="Cut to --keep in 1 or 2 stages, each repaired and fine-tuned (default with --data: 2 "
+    f"where one cut's repair loses more than {100 * STAGED_REPAIR_DROP:.0f} points of val top-1).",
+)
+@click.option(
     "--optimizer",
     type=click.Choice(["adam", "sgd"]),
     default=P["optimizer"],
@@ -546,6 +554,12 @@ def prune(ctx: click.Context, model: str, **options) -> None:
             b, a = before[key], after[key]
             fmt = "{:14,d}" if isinstance(b, int) else "{:14.4f}"
             click.echo(f"{key:14}{fmt.format(b)}{fmt.format(a)}{a / b:8.3f}")
+    stages = report.get("stages")
+    if stages and stages["count"] == 2:
+        first = stages["stages"][0]
+        lost = 100 * stages["repair_drop"]
+        click.echo(f"cut in 2 stages (one cut's repair lost {lost:.1f} points of val top-1): first to "
+                   f"{first['macs_ratio']:.3f}x MACs, val top-1 {first['val_top1']:.4f}")  # fmt: skip
     search = report.get("search")
     if search and "probes" in search:
         click.echo(f"keep {search['keep']} meets {search['target']} ({len(search['probes'])} probes)")

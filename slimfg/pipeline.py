@@ -29,6 +29,7 @@ from slimfg.config import (
     MIN_MACS,
     STAGE_CALIB_IMAGES,
     STAGE_MACS,
+    STAGED_REPAIR_DROP,
     ExportConfig,
     PruneConfig,
     TrainConfig,
@@ -100,14 +101,14 @@ def prune_artifact(cfg: PruneConfig) -> dict:
         return result
 
     before = measure(model, card)
-    search = None
+    search, stages = None, None
     if cfg.max_drop is not None:
         model, card, search = _progressive(model, card, cfg, before, train_split, importance)
     else:
         keep = cfg.keep
         if cfg.target_macs is not None or cfg.target_latency is not None:
             keep, search = _solve_keep(model, card, cfg, before)
-        card = _cut(model, card, cfg, keep, train_split, importance, cfg.calib_images)
+        model, card, stages = _cut_in_stages(model, card, cfg, keep, train_split, importance, before)
     pruned_val_top1 = None
     # A --max-drop stage has recovered already: a second recovery of the chosen stage added
     # nothing on cub50 and flowers102 and took a third of the run (docs/method.md).
@@ -131,6 +132,8 @@ def prune_artifact(cfg: PruneConfig) -> dict:
     }
     if search is not None:
         report["search"] = search
+    if stages is not None:
+        report["stages"] = stages
     card.pruning = {**card.pruning, "report": report}
     artifact.save(out, model, card)
     if cfg.max_drop is not None:
@@ -182,6 +185,47 @@ def _cut(model: nn.Module, card: ModelCard, cfg: PruneConfig, keep: float, train
         loader = data.loader(train_split, card.preprocessing, True, 32, 2)
         recalibrate_bn(model, itertools.islice(loader, cfg.bn_batches))
     return card
+
+
+def _cut_in_stages(model: nn.Module, card: ModelCard, cfg: PruneConfig, keep: float, train_split,
+                   importance: str, before: dict) -> tuple[nn.Module, ModelCard, dict | None]:  # fmt: skip
+    """Cut `model` to `keep` and repair it, in one stage or two (`cfg.stages`; None: two where
+    the one cut's repair loses more than STAGED_REPAIR_DROP of val top-1). Two stages: a cut
+    to the square root of the one cut's MACs ratio, repaired and fine-tuned, then a cut of
+    that model to the one cut's MACs, repaired (the final fine-tune follows in
+    `prune_artifact`). Returns the model, its card and a record of the stages (None when
+    there was no choice to make: no data, no fine-tune, or a --target-latency)."""
+    if not (cfg.data and cfg.schedule) or cfg.stages == 1 or cfg.target_latency is not None:
+        card = _cut(model, card, cfg, keep, train_split, importance, cfg.calib_images)
+        return model, card, None
+    one, one_card = copy.deepcopy(model), card
+    one_card = _cut(one, one_card, cfg, keep, train_split, importance, cfg.calib_images)
+    x0 = example_input(card.size)
+    macs = count(one, x0)["macs"] / before["macs"]
+    repaired = evaluate_model(one, one_card, cfg.data)["top1"]
+    one_cut = {"keep": keep, "macs_ratio": macs, "repaired_val_top1": repaired}
+    drop = before["val_top1"] - repaired
+    record = {"one_cut": one_cut, "repair_drop": drop, "max_repair_drop": STAGED_REPAIR_DROP, "count": 1}
+    if cfg.stages is None and drop <= STAGED_REPAIR_DROP:
+        log.info("one cut: its repair loses %.1f points of val top-1 (two stages above %.0f)", 100 * drop,
+                 100 * STAGED_REPAIR_DROP)  # fmt: skip
+        return one, one_card, record
+    del one
+    log.info("two stages: one cut's repair loses %.1f points of val top-1 (%.3fx MACs)", 100 * drop, macs)
+    cost = macs_cost(before["macs"], card.size)
+    rows = []
+    for stage, goal in enumerate((macs**0.5, macs), 1):
+        stage_keep, _ = keep_for(model, x0, cost, goal, **_shape_options(cfg))
+        card = _cut(model, card, cfg, stage_keep, train_split, importance, cfg.calib_images)
+        rows.append({"keep": stage_keep, "macs_ratio": cost(model),
+                     "repaired_val_top1": evaluate_model(model, card, cfg.data)["top1"]})  # fmt: skip
+        if stage == 1:
+            with temp_dir(Path(cfg.out)) as tmp:  # the stage-1 run is not kept
+                model, card = _finetune(model, card, cfg, Path(tmp) / "stage1")
+            rows[0]["val_top1"] = evaluate_model(model, card, cfg.data)["top1"]
+            rows[0]["kept_epoch"] = card.train.get("kept_epoch")
+            log.info("stage 1: %.3fx MACs, val top-1 %.4f", rows[0]["macs_ratio"], rows[0]["val_top1"])
+    return model, card, {**record, "count": 2, "stages": rows}
 
 
 def _shape_options(cfg: PruneConfig) -> dict:

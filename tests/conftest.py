@@ -11,8 +11,9 @@ from slimfg.card import ModelCard
 from slimfg.data import SAMPLE
 from slimfg.pipeline import export_artifact
 
-if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs the breadth contract on 2 workers
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs on 2 workers: one thread each,
     torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"  # the CLI subprocesses the tests start too
 
 
 def make_imagefolder(root: Path, classes: int = 3, train: int = 4, val: int = 2, size: int = 48) -> Path:

@@ -1,4 +1,5 @@
-"""Pruning to a budget: --target-macs, --target-latency and the staged --max-drop search."""
+"""Pruning to a budget: --target-macs, --target-latency and the staged --max-drop search;
+the two-stage cut to --keep (--stages)."""
 
 import json
 
@@ -137,6 +138,45 @@ def test_max_drop_stops_at_the_first_stage_over_budget(tiny_model, tiny_data_sha
         assert points[-1]["val_top1"] < floor
 
 
+def test_two_stages_end_at_the_one_cut_macs(tiny_model, tiny_data_shared, tmp_path):
+    """--stages 2: a first cut to the square root of the one cut's MACs ratio, fine-tuned,
+    then a cut of that model to at most the one cut's MACs; the saved model replays both
+    cuts, and the first stage's run leaves nothing on disk."""
+    out = tmp_path / "p.safetensors"
+    report = prune_job(tiny_model, out, keep=0.5, stages=2, data=str(tiny_data_shared), finetune="t",
+                       latency=False, **FAST)  # fmt: skip
+    record = report["stages"]
+    one, (first, second) = record["one_cut"]["macs_ratio"], record["stages"]
+    assert record["count"] == 2 and one < 0.5
+    assert one < first["macs_ratio"] <= one**0.5 and "val_top1" in first
+    assert second["macs_ratio"] <= one
+    assert report["after"]["macs"] / report["before"]["macs"] == pytest.approx(second["macs_ratio"])
+    assert report["pruned_val_top1"] == second["repaired_val_top1"]  # what the final fine-tune started from
+    model, card = artifact.load(out)
+    assert len(card.pruning["stages"]) == 2 and card.pruning["stages"][0] == first["keep"]
+    assert count(model, example_input(32))["macs"] == report["after"]["macs"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.safetensors", "p_finetune"]
+
+
+@pytest.mark.parametrize(("max_repair_drop", "count_"), [(1.0, 1), (-1.0, 2)])
+def test_default_stages_follow_the_repair_drop(tiny_model, tiny_data_shared, tmp_path, monkeypatch,
+                                               max_repair_drop, count_):  # fmt: skip
+    """With no --stages, the one cut's repair decides: within STAGED_REPAIR_DROP of the
+    unpruned val top-1 it is kept (and fine-tuned), beyond it two stages run."""
+    monkeypatch.setattr(pipeline, "STAGED_REPAIR_DROP", max_repair_drop)
+    report = prune_job(tiny_model, tmp_path / "p.safetensors", keep=0.5, data=str(tiny_data_shared),
+                       finetune="t", latency=False, **FAST)  # fmt: skip
+    record = report["stages"]
+    assert record["count"] == count_ and ("stages" in record) == (count_ == 2)
+    assert record["repair_drop"] == pytest.approx(
+        report["before"]["val_top1"] - record["one_cut"]["repaired_val_top1"]
+    )
+    if count_ == 1:
+        assert report["pruned_val_top1"] == record["one_cut"]["repaired_val_top1"]
+        ratio = report["after"]["macs"] / report["before"]["macs"]
+        assert ratio == pytest.approx(record["one_cut"]["macs_ratio"])
+
+
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
@@ -145,6 +185,9 @@ def test_max_drop_stops_at_the_first_stage_over_budget(tiny_model, tiny_data_sha
         (["--target-macs", "0.3", "--target-latency", "2"], "give one budget"),
         (["--target-latency", "2", "--global"], "works with --per-layer pruning"),
         (["--max-drop", "1", "--data", "DATA", "--finetune", ""], "--max-drop needs a fine-tune"),
+        (["--stages", "2"], "--stages 2 needs --data DIR and a fine-tune"),
+        (["--stages", "2", "--max-drop", "1", "--data", "DATA"], "--stages 2 works with --keep"),
+        (["--stages", "3"], "Invalid value for '--stages'"),
     ],
 )
 def test_budget_option_errors_are_one_line(tiny_model, tiny_data_shared, tmp_path, args, fragment):

@@ -23,7 +23,7 @@ demo: $(STAMP)
 test: $(STAMP) $(LITERT)/.installed
 	$(BIN)/ruff check slimfg tests benchmarks scripts examples
 	$(BIN)/ruff format --check slimfg tests benchmarks scripts examples
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 	$(BIN)/pytest -m breadth_ci -n 2 -q
 	$(LITERT)/bin/python -m pytest -q tests/test_tflite.py
 

@@ -118,7 +118,7 @@ def test_demo_runs_offline(tmp_path):
     rows = {r["name"]: r for r in json.loads((out / "bench" / "bench.json").read_text())["rows"]}
     assert rows["model onnx"]["top1"] >= 0.7  # 10 flower classes, bundled ImageNet lite0, 4 epochs at 128 px
     assert rows["pruned onnx"]["macs"] < 0.45 * rows["model onnx"]["macs"]
-    # the demo's prune (3 fine-tune epochs) keeps the dense accuracy within 2.5 points (2 of 80), int8 too
+    # the demo's prune (the default fine-tune) keeps the dense accuracy within 2.5 points (2 of 80), int8 too
     assert rows["pruned onnx"]["top1"] >= rows["model onnx"]["top1"] - 0.025
     assert rows["pruned onnx-int8"]["top1"] >= rows["pruned onnx"]["top1"] - 0.025
     assert {r["format"] for r in rows.values()} >= {"onnx", "onnx-int8"}

@@ -98,7 +98,8 @@ def main() -> None:
         cfg = PruneConfig(model=str(dense), out=str(pruned), keep=args.keep, data=args.data, **quick)
         timed("prune", lambda: prune_artifact(cfg))
     report = artifact.read_card(pruned).pruning["report"]
-    doc["prune"] = {"refit_val_top1": report["pruned_val_top1"], "kept_epoch": report["kept_epoch"]}
+    doc["prune"] = {"refit_val_top1": report["pruned_val_top1"], "kept_epoch": report["kept_epoch"],
+                    "stages": report.get("stages")}  # fmt: skip
     for kind, path in (("dense", dense), ("pruned", pruned)):
         doc["rows"][kind] = {"kind": kind, **scores(path), **report["before" if kind == "dense" else "after"]}
     write_json(out, doc)

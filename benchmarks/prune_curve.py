@@ -110,6 +110,7 @@ def main() -> None:
                     latency=False,
                     bn_stats=args.bn_stats,
                     calib_images=args.calib_images,
+                    stages=1,  # the curve: one cut per keep
                     keep_residual=args.keep_residual,
                     **options,
                 )

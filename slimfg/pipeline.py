@@ -76,6 +76,9 @@ def prune_artifact(cfg: PruneConfig) -> dict:
     cfg.validate()  # before the slow evaluation below
     out = Path(cfg.out)
     importance = cfg.importance or ("attention-taylor" if cfg.data else "attention")
+    if cfg.stages == 2 and importance == "attention":
+        raise SlimfgError("--stages 2 needs a ranking the pruned model can recompute (the default "
+                          "attention-taylor, magnitude, ...), not --importance attention")  # fmt: skip
     if cfg.global_pruning is None:
         cfg = replace(cfg, global_pruning=default_global(importance, cfg.target_latency))
     model, card = artifact.load(cfg.model)
@@ -194,8 +197,14 @@ def _cut_in_stages(model: nn.Module, card: ModelCard, cfg: PruneConfig, keep: fl
     to the square root of the one cut's MACs ratio, repaired and fine-tuned, then a cut of
     that model to the one cut's MACs, repaired (the final fine-tune follows in
     `prune_artifact`). Returns the model, its card and a record of the stages (None when
-    there was no choice to make: no data, no fine-tune, or a --target-latency)."""
-    if not (cfg.data and cfg.schedule) or cfg.stages == 1 or cfg.target_latency is not None:
+    there was no choice to make: no data, no fine-tune, a --target-latency, or the card's
+    attention scores as the ranking, which a second cut of the pruned model cannot use)."""
+    if (
+        not (cfg.data and cfg.schedule)
+        or cfg.stages == 1
+        or cfg.target_latency is not None
+        or importance == "attention"
+    ):
         card = _cut(model, card, cfg, keep, train_split, importance, cfg.calib_images)
         return model, card, None
     one, one_card = copy.deepcopy(model), card

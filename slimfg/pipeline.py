@@ -199,16 +199,12 @@ def _cut_in_stages(model: nn.Module, card: ModelCard, cfg: PruneConfig, keep: fl
     `prune_artifact`). Returns the model, its card and a record of the stages (None when
     there was no choice to make: no data, no fine-tune, a --target-latency, or the card's
     attention scores as the ranking, which a second cut of the pruned model cannot use)."""
-    if (
-        not (cfg.data and cfg.schedule)
-        or cfg.stages == 1
-        or cfg.target_latency is not None
-        or importance == "attention"
-    ):
+    can_stage = cfg.data and cfg.schedule and cfg.target_latency is None and importance != "attention"
+    if not can_stage or cfg.stages == 1:
         card = _cut(model, card, cfg, keep, train_split, importance, cfg.calib_images)
         return model, card, None
-    one, one_card = copy.deepcopy(model), card
-    one_card = _cut(one, one_card, cfg, keep, train_split, importance, cfg.calib_images)
+    one = copy.deepcopy(model)
+    one_card = _cut(one, card, cfg, keep, train_split, importance, cfg.calib_images)
     x0 = example_input(card.size)
     macs = count(one, x0)["macs"] / before["macs"]
     repaired = evaluate_model(one, one_card, cfg.data)["top1"]

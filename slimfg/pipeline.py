@@ -205,8 +205,8 @@ def _cut_in_stages(model: nn.Module, card: ModelCard, cfg: PruneConfig, keep: fl
         return model, card, None
     one = copy.deepcopy(model)
     one_card = _cut(one, card, cfg, keep, train_split, importance, cfg.calib_images)
-    x0 = example_input(card.size)
-    macs = count(one, x0)["macs"] / before["macs"]
+    cost = macs_cost(before["macs"], card.size)
+    macs = cost(one)
     repaired = evaluate_model(one, one_card, cfg.data)["top1"]
     one_cut = {"keep": keep, "macs_ratio": macs, "repaired_val_top1": repaired}
     drop = before["val_top1"] - repaired
@@ -217,8 +217,7 @@ def _cut_in_stages(model: nn.Module, card: ModelCard, cfg: PruneConfig, keep: fl
         return one, one_card, record
     del one
     log.info("two stages: one cut's repair loses %.1f points of val top-1 (%.3fx MACs)", 100 * drop, macs)
-    cost = macs_cost(before["macs"], card.size)
-    rows = []
+    x0, rows = example_input(card.size), []
     for stage, goal in enumerate((macs**0.5, macs), 1):
         stage_keep, _ = keep_for(model, x0, cost, goal, **_shape_options(cfg))
         card = _cut(model, card, cfg, stage_keep, train_split, importance, cfg.calib_images)

@@ -302,13 +302,15 @@ def defaults(results: Path) -> list[str]:
                   f"{prune.get('kept_epoch')} (0 = the refitted state). Wall time: "
                   + ", ".join(f"{k} {v / 60:.1f} min" for k, v in doc["seconds"].items()) + ".", ""]  # fmt: skip
         stages = prune.get("stages") or {}
-        if stages.get("count") == 2:
-            first = stages["stages"][0]
-            lines += [f"Cut in two stages: one cut to {stages['one_cut']['macs_ratio']:.3f}x MACs lost "
-                      f"{100 * stages['repair_drop']:.1f} points of val top-1 after its repair, so the model "
-                      f"was cut to {first['macs_ratio']:.3f}x first ({pct(first['repaired_val_top1'])} val "
-                      f"after the repair, {pct(first['val_top1'])} after its fine-tune), then to the one "
-                      "cut's MACs.", ""]  # fmt: skip
+        if stages.get("count", 1) > 1:
+            steps = "; ".join(
+                f"to {row['macs_ratio']:.3f}x ({pct(row['repaired_val_top1'])} val after the "
+                f"repair, {pct(row['val_top1'])} after its fine-tune)"
+                for row in stages["stages"][:-1]
+            )
+            lines += [f"Cut in {stages['count']} stages: one cut to {stages['one_cut']['macs_ratio']:.3f}x MACs "
+                      f"lost {100 * stages['repair_drop']:.1f} points of val top-1 after its repair, so the model "
+                      f"was cut {steps}; then to the one cut's MACs.", ""]  # fmt: skip
         lines += [doc["note"], ""] if doc.get("note") else []
     return lines
 

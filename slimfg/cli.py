@@ -22,6 +22,7 @@ from slimfg.config import (
     FORMAT_SUFFIX,
     IMPORTANCE_NAMES,
     LR_DECAYS,
+    MAX_STAGES,
     PHASES,
     RUNTIMES,
     STAGED_REPAIR_DROP,
@@ -444,10 +445,10 @@ def rank(model: str, keep: float, keep_residual: float | None, round_to: int, ou
 )
 @click.option(
     "--stages",
-    type=click.IntRange(1, 2),
+    type=click.IntRange(1, MAX_STAGES),
     default=None,
-    help="Cut to --keep in 1 or 2 stages, each repaired and fine-tuned (default with --data: 2 "
-    f"where one cut's repair loses more than {100 * STAGED_REPAIR_DROP:.0f} points of val top-1).",
+    help=f"Cut to --keep in 1 to {MAX_STAGES} stages, each repaired and fine-tuned (default with --data: "
+    f"one per {100 * STAGED_REPAIR_DROP:.0f} points of val top-1 that one cut's repair loses).",
 )
 @click.option(
     "--optimizer",
@@ -555,11 +556,12 @@ def prune(ctx: click.Context, model: str, **options) -> None:
             fmt = "{:14,d}" if isinstance(b, int) else "{:14.4f}"
             click.echo(f"{key:14}{fmt.format(b)}{fmt.format(a)}{a / b:8.3f}")
     stages = report.get("stages")
-    if stages and stages["count"] == 2:
-        first = stages["stages"][0]
+    if stages and stages["count"] > 1:
         lost = 100 * stages["repair_drop"]
-        click.echo(f"cut in 2 stages (one cut's repair lost {lost:.1f} points of val top-1): first to "
-                   f"{first['macs_ratio']:.3f}x MACs, val top-1 {first['val_top1']:.4f}")  # fmt: skip
+        steps = ", ".join(f"{row['macs_ratio']:.3f}x (val top-1 {row['val_top1']:.4f})"
+                          for row in stages["stages"][:-1])  # fmt: skip
+        click.echo(f"cut in {stages['count']} stages (one cut's repair lost {lost:.1f} points of val top-1): "
+                   f"first to {steps}")  # fmt: skip
     search = report.get("search")
     if search and "probes" in search:
         click.echo(f"keep {search['keep']} meets {search['target']} ({len(search['probes'])} probes)")

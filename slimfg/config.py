@@ -169,11 +169,12 @@ FINETUNE_EPOCHS = (3, 15)  # at least, at most
 STAGE_MACS = 0.7
 STAGE_CALIB_IMAGES = 512
 MIN_MACS = 0.1
-# Two stages where one cut is too deep: when the repair of the cut to --keep leaves val top-1
-# more than STAGED_REPAIR_DROP under the unpruned model, the default prune cuts to the square
-# root of that cut's MACs ratio first, repairs and fine-tunes, then cuts to its MACs
-# (docs/method.md, "Two stages where one cut is too deep").
+# Stages where one cut is too deep: when the repair of the cut to --keep leaves val top-1
+# more than STAGED_REPAIR_DROP under the unpruned model, the default prune cuts in
+# ceil(drop / STAGED_REPAIR_DROP) stages (at most MAX_STAGES) of equal MACs ratios, each
+# repaired and fine-tuned (docs/method.md, "Stages where one cut is too deep").
 STAGED_REPAIR_DROP = 0.05
+MAX_STAGES = 3
 RUNTIMES = ("onnx", "onnx-int8", "openvino")  # what --target-latency / --runtime can time
 
 
@@ -236,8 +237,8 @@ class PruneConfig:
     target_latency: float | None = None
     runtime: str = "onnx"
     batch: int = 1
-    # 1 or 2 cuts to --keep / --target-macs; None: 2 where the repair of one cut loses more than
-    # STAGED_REPAIR_DROP of val top-1 (needs --data and a fine-tune), else 1.
+    # Cuts to --keep / --target-macs (1 to MAX_STAGES); None: ceil(drop / STAGED_REPAIR_DROP),
+    # drop = what the repair of one cut loses of val top-1 (needs --data and a fine-tune).
     stages: int | None = None
     quick: bool = False  # --max-drop with 1-epoch stages, 64 repair images (CI, a first look)
 
@@ -258,12 +259,12 @@ class PruneConfig:
             raise SlimfgError("--max-drop needs a fine-tune: every stage recovers before it is judged")
         if self.target_latency is not None and self.global_pruning:
             raise SlimfgError("--target-latency works with --per-layer pruning, not --global")
-        if self.stages not in (None, 1, 2):
-            raise SlimfgError(f"--stages must be 1 or 2, got {self.stages}")
-        if self.stages == 2 and (not self.data or self.finetune == ""):
-            raise SlimfgError("--stages 2 needs --data DIR and a fine-tune: the first stage recovers")
-        if self.stages == 2 and (self.max_drop is not None or self.target_latency is not None):
-            raise SlimfgError("--stages 2 works with --keep or --target-macs")
+        if self.stages is not None and not 1 <= self.stages <= MAX_STAGES:
+            raise SlimfgError(f"--stages must be 1 to {MAX_STAGES}, got {self.stages}")
+        if (self.stages or 1) > 1 and (not self.data or self.finetune == ""):
+            raise SlimfgError(f"--stages {self.stages} needs --data DIR and a fine-tune: each stage recovers")
+        if (self.stages or 1) > 1 and (self.max_drop is not None or self.target_latency is not None):
+            raise SlimfgError(f"--stages {self.stages} works with --keep or --target-macs")
         if self.runtime not in RUNTIMES:
             raise unknown_name("--runtime", self.runtime, list(RUNTIMES))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import itertools
 import logging
+import math
 import shutil
 import tempfile
 import time
@@ -26,6 +27,7 @@ from slimfg.bench import bench as run_bench
 from slimfg.card import ModelCard
 from slimfg.config import (
     ATTENTION_PHASES,
+    MAX_STAGES,
     MIN_MACS,
     STAGE_CALIB_IMAGES,
     STAGE_MACS,
@@ -76,9 +78,9 @@ def prune_artifact(cfg: PruneConfig) -> dict:
     cfg.validate()  # before the slow evaluation below
     out = Path(cfg.out)
     importance = cfg.importance or ("attention-taylor" if cfg.data else "attention")
-    if cfg.stages == 2 and importance == "attention":
-        raise SlimfgError("--stages 2 needs a ranking the pruned model can recompute (the default "
-                          "attention-taylor, magnitude, ...), not --importance attention")  # fmt: skip
+    if (cfg.stages or 1) > 1 and importance == "attention":
+        raise SlimfgError(f"--stages {cfg.stages} needs a ranking the pruned model can recompute "
+                          "(attention-taylor, magnitude, ...), not --importance attention")  # fmt: skip
     if cfg.global_pruning is None:
         cfg = replace(cfg, global_pruning=default_global(importance, cfg.target_latency))
     model, card = artifact.load(cfg.model)
@@ -190,15 +192,25 @@ def _cut(model: nn.Module, card: ModelCard, cfg: PruneConfig, keep: float, train
     return card
 
 
+def default_stages(repair_drop: float) -> int:
+    """How many stages the default prune cuts in, from what one cut's repair loses of val
+    top-1: 1 within STAGED_REPAIR_DROP, else one per STAGED_REPAIR_DROP (2 at least,
+    MAX_STAGES at most)."""
+    if repair_drop <= STAGED_REPAIR_DROP:
+        return 1
+    return min(max(math.ceil(repair_drop / STAGED_REPAIR_DROP), 2), MAX_STAGES)
+
+
 def _cut_in_stages(model: nn.Module, card: ModelCard, cfg: PruneConfig, keep: float, train_split,
                    importance: str, before: dict) -> tuple[nn.Module, ModelCard, dict | None]:  # fmt: skip
-    """Cut `model` to `keep` and repair it, in one stage or two (`cfg.stages`; None: two where
-    the one cut's repair loses more than STAGED_REPAIR_DROP of val top-1). Two stages: a cut
-    to the square root of the one cut's MACs ratio, repaired and fine-tuned, then a cut of
-    that model to the one cut's MACs, repaired (the final fine-tune follows in
-    `prune_artifact`). Returns the model, its card and a record of the stages (None when
-    there was no choice to make: no data, no fine-tune, a --target-latency, or the card's
-    attention scores as the ranking, which a second cut of the pruned model cannot use)."""
+    """Cut `model` to `keep` and repair it, in one stage or several (`cfg.stages`; None:
+    ceil(drop / STAGED_REPAIR_DROP), at most MAX_STAGES, where drop is what the one cut's
+    repair loses of val top-1). N stages cut to the one cut's MACs ratio to the powers 1/N,
+    2/N, ..., 1: each is repaired, and all but the last fine-tuned here (the final fine-tune
+    follows in `prune_artifact`). Returns the model, its card and a record of the stages
+    (None when there was no choice to make: no data, no fine-tune, a --target-latency, or
+    the card's attention scores as the ranking, which a later cut of the pruned model cannot
+    use)."""
     can_stage = cfg.data and cfg.schedule and cfg.target_latency is None and importance != "attention"
     if not can_stage or cfg.stages == 1:
         card = _cut(model, card, cfg, keep, train_split, importance, cfg.calib_images)
@@ -210,26 +222,29 @@ def _cut_in_stages(model: nn.Module, card: ModelCard, cfg: PruneConfig, keep: fl
     repaired = evaluate_model(one, one_card, cfg.data)["top1"]
     one_cut = {"keep": keep, "macs_ratio": macs, "repaired_val_top1": repaired}
     drop = before["val_top1"] - repaired
-    record = {"one_cut": one_cut, "repair_drop": drop, "max_repair_drop": STAGED_REPAIR_DROP, "count": 1}
-    if cfg.stages is None and drop <= STAGED_REPAIR_DROP:
-        log.info("one cut: its repair loses %.1f points of val top-1 (two stages above %.0f)", 100 * drop,
+    count_ = cfg.stages or default_stages(drop)
+    record = {"one_cut": one_cut, "repair_drop": drop, "max_repair_drop": STAGED_REPAIR_DROP, "count": count_}
+    if count_ == 1:
+        log.info("one cut: its repair loses %.1f points of val top-1 (stages above %.0f)", 100 * drop,
                  100 * STAGED_REPAIR_DROP)  # fmt: skip
         return one, one_card, record
     del one
-    log.info("two stages: one cut's repair loses %.1f points of val top-1 (%.3fx MACs)", 100 * drop, macs)
+    log.info("%d stages: one cut's repair loses %.1f points of val top-1 (%.3fx MACs)", count_, 100 * drop,
+             macs)  # fmt: skip
     x0, rows = example_input(card.size), []
-    for stage, goal in enumerate((macs**0.5, macs), 1):
-        stage_keep, _ = keep_for(model, x0, cost, goal, **_shape_options(cfg))
+    for stage in range(1, count_ + 1):
+        stage_keep, _ = keep_for(model, x0, cost, macs ** (stage / count_), **_shape_options(cfg))
         card = _cut(model, card, cfg, stage_keep, train_split, importance, cfg.calib_images)
-        rows.append({"keep": stage_keep, "macs_ratio": cost(model),
-                     "repaired_val_top1": evaluate_model(model, card, cfg.data)["top1"]})  # fmt: skip
-        if stage == 1:
-            with temp_dir(Path(cfg.out)) as tmp:  # the stage-1 run is not kept
-                model, card = _finetune(model, card, cfg, Path(tmp) / "stage1")
-            rows[0]["val_top1"] = evaluate_model(model, card, cfg.data)["top1"]
-            rows[0]["kept_epoch"] = card.train.get("kept_epoch")
-            log.info("stage 1: %.3fx MACs, val top-1 %.4f", rows[0]["macs_ratio"], rows[0]["val_top1"])
-    return model, card, {**record, "count": 2, "stages": rows}
+        row = {"keep": stage_keep, "macs_ratio": cost(model),
+               "repaired_val_top1": evaluate_model(model, card, cfg.data)["top1"]}  # fmt: skip
+        if stage < count_:
+            with temp_dir(Path(cfg.out)) as tmp:  # the run of a stage before the last is not kept
+                model, card = _finetune(model, card, cfg, Path(tmp) / f"stage{stage}")
+            row.update(val_top1=evaluate_model(model, card, cfg.data)["top1"],
+                       kept_epoch=card.train.get("kept_epoch"))  # fmt: skip
+            log.info("stage %d: %.3fx MACs, val top-1 %.4f", stage, row["macs_ratio"], row["val_top1"])
+        rows.append(row)
+    return model, card, {**record, "stages": rows}
 
 
 def _shape_options(cfg: PruneConfig) -> dict:

@@ -187,7 +187,7 @@ def test_default_stages_follow_the_repair_drop(tiny_model, tiny_data_shared, tmp
         (["--max-drop", "1", "--data", "DATA", "--finetune", ""], "--max-drop needs a fine-tune"),
         (["--stages", "2"], "--stages 2 needs --data DIR and a fine-tune"),
         (["--stages", "2", "--max-drop", "1", "--data", "DATA"], "--stages 2 works with --keep"),
-        (["--stages", "3"], "Invalid value for '--stages'"),
+        (["--stages", "4"], "Invalid value for '--stages'"),
         (["--stages", "2", "--data", "DATA", "--importance", "attention"], "--stages 2 needs a ranking"),
     ],
 )

@@ -1,5 +1,5 @@
 """Pruning to a budget: --target-macs, --target-latency and the staged --max-drop search;
-the two-stage cut to --keep (--stages)."""
+the cut to --keep in stages (--stages)."""
 
 import json
 
@@ -138,36 +138,48 @@ def test_max_drop_stops_at_the_first_stage_over_budget(tiny_model, tiny_data_sha
         assert points[-1]["val_top1"] < floor
 
 
-def test_two_stages_end_at_the_one_cut_macs(tiny_model, tiny_data_shared, tmp_path):
-    """--stages 2: a first cut to the square root of the one cut's MACs ratio, fine-tuned,
-    then a cut of that model to at most the one cut's MACs; the saved model replays both
-    cuts, and the first stage's run leaves nothing on disk."""
+@pytest.mark.parametrize("stages", [2, 3])
+def test_stages_end_at_the_one_cut_macs(tiny_model, tiny_data_shared, tmp_path, stages):
+    """--stages N: cuts to the one cut's MACs ratio to the powers 1/N, 2/N, ..., each but the
+    last fine-tuned, the last at most the one cut's MACs; the saved model replays every cut,
+    and the runs of the earlier stages leave nothing on disk."""
     out = tmp_path / "p.safetensors"
-    report = prune_job(tiny_model, out, keep=0.5, stages=2, data=str(tiny_data_shared), finetune="t",
+    report = prune_job(tiny_model, out, keep=0.5, stages=stages, data=str(tiny_data_shared), finetune="t",
                        latency=False, **FAST)  # fmt: skip
     record = report["stages"]
-    one, (first, second) = record["one_cut"]["macs_ratio"], record["stages"]
-    assert record["count"] == 2 and one < 0.5
-    assert one < first["macs_ratio"] <= one**0.5 and "val_top1" in first
-    assert second["macs_ratio"] <= one
-    assert report["after"]["macs"] / report["before"]["macs"] == pytest.approx(second["macs_ratio"])
-    assert report["pruned_val_top1"] == second["repaired_val_top1"]  # what the final fine-tune started from
+    one, rows = record["one_cut"]["macs_ratio"], record["stages"]
+    assert record["count"] == len(rows) == stages and one < 0.5
+    for i, row in enumerate(rows[:-1], 1):
+        assert one < row["macs_ratio"] <= one ** (i / stages) and "val_top1" in row
+    assert [row["macs_ratio"] for row in rows] == sorted((row["macs_ratio"] for row in rows), reverse=True)
+    assert rows[-1]["macs_ratio"] <= one and "val_top1" not in rows[-1]
+    assert report["after"]["macs"] / report["before"]["macs"] == pytest.approx(rows[-1]["macs_ratio"])
+    assert report["pruned_val_top1"] == rows[-1]["repaired_val_top1"]  # what the final fine-tune started from
     model, card = artifact.load(out)
-    assert len(card.pruning["stages"]) == 2 and card.pruning["stages"][0] == first["keep"]
+    assert [float(k) for k in card.pruning["stages"]] == [row["keep"] for row in rows]
     assert count(model, example_input(32))["macs"] == report["after"]["macs"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.safetensors", "p_finetune"]
+
+
+@pytest.mark.parametrize(("drop", "stages"), [(-0.1, 1), (0.013, 1), (0.031, 1), (0.05, 1), (0.084, 2),
+                                              (0.105, 3), (0.6, 3)])  # fmt: skip
+def test_default_stages_one_per_five_points_of_repair_drop(drop, stages):
+    """The repair drops of the four datasets' one cut (ucmerced21 1.3, flowers102 3.1,
+    cars49 8.4, cub50 10.5 points) give 1, 1, 2 and 3 stages; never more than MAX_STAGES."""
+    assert pipeline.default_stages(drop) == stages
 
 
 @pytest.mark.parametrize(("max_repair_drop", "count_"), [(1.0, 1), (-1.0, 2)])
 def test_default_stages_follow_the_repair_drop(tiny_model, tiny_data_shared, tmp_path, monkeypatch,
                                                max_repair_drop, count_):  # fmt: skip
     """With no --stages, the one cut's repair decides: within STAGED_REPAIR_DROP of the
-    unpruned val top-1 it is kept (and fine-tuned), beyond it two stages run."""
+    unpruned val top-1 it is kept (and fine-tuned), beyond it the model is cut in stages
+    (two here: a negative threshold makes every drop worth max(ceil(drop / it), 2))."""
     monkeypatch.setattr(pipeline, "STAGED_REPAIR_DROP", max_repair_drop)
     report = prune_job(tiny_model, tmp_path / "p.safetensors", keep=0.5, data=str(tiny_data_shared),
                        finetune="t", latency=False, **FAST)  # fmt: skip
     record = report["stages"]
-    assert record["count"] == count_ and ("stages" in record) == (count_ == 2)
+    assert record["count"] == count_ and ("stages" in record) == (count_ > 1)
     assert record["repair_drop"] == pytest.approx(
         report["before"]["val_top1"] - record["one_cut"]["repaired_val_top1"]
     )

@@ -447,8 +447,8 @@ def rank(model: str, keep: float, keep_residual: float | None, round_to: int, ou
     "--stages",
     type=click.IntRange(1, MAX_STAGES),
     default=None,
-    help=f"Cut to --keep in 1 to {MAX_STAGES} stages, each repaired and fine-tuned (default with --data: "
-    f"one per {100 * STAGED_REPAIR_DROP:.0f} points of val top-1 that one cut's repair loses).",
+    help=f"Cut to --keep in 1 to {MAX_STAGES} stages, each repaired and fine-tuned (default with --data: 2 "
+    f"where one cut's repair loses more than {100 * STAGED_REPAIR_DROP:.0f} points of val top-1, else 1).",
 )
 @click.option(
     "--optimizer",

@@ -170,9 +170,9 @@ STAGE_MACS = 0.7
 STAGE_CALIB_IMAGES = 512
 MIN_MACS = 0.1
 # Stages where one cut is too deep: when the repair of the cut to --keep leaves val top-1
-# more than STAGED_REPAIR_DROP under the unpruned model, the default prune cuts in
-# ceil(drop / STAGED_REPAIR_DROP) stages (at most MAX_STAGES) of equal MACs ratios, each
-# repaired and fine-tuned (docs/method.md, "Stages where one cut is too deep").
+# more than STAGED_REPAIR_DROP under the unpruned model, the default prune cuts in two stages
+# of equal MACs ratios, each repaired and fine-tuned; --stages takes 1 to MAX_STAGES
+# (docs/method.md, "Stages where one cut is too deep").
 STAGED_REPAIR_DROP = 0.05
 MAX_STAGES = 3
 RUNTIMES = ("onnx", "onnx-int8", "openvino")  # what --target-latency / --runtime can time
@@ -237,8 +237,8 @@ class PruneConfig:
     target_latency: float | None = None
     runtime: str = "onnx"
     batch: int = 1
-    # Cuts to --keep / --target-macs (1 to MAX_STAGES); None: ceil(drop / STAGED_REPAIR_DROP),
-    # drop = what the repair of one cut loses of val top-1 (needs --data and a fine-tune).
+    # Cuts to --keep / --target-macs (1 to MAX_STAGES); None: 2 where the repair of one cut loses
+    # more than STAGED_REPAIR_DROP of val top-1 (needs --data and a fine-tune), else 1.
     stages: int | None = None
     quick: bool = False  # --max-drop with 1-epoch stages, 64 repair images (CI, a first look)
 

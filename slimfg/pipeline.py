@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import itertools
 import logging
-import math
 import shutil
 import tempfile
 import time
@@ -27,7 +26,6 @@ from slimfg.bench import bench as run_bench
 from slimfg.card import ModelCard
 from slimfg.config import (
     ATTENTION_PHASES,
-    MAX_STAGES,
     MIN_MACS,
     STAGE_CALIB_IMAGES,
     STAGE_MACS,
@@ -194,23 +192,20 @@ def _cut(model: nn.Module, card: ModelCard, cfg: PruneConfig, keep: float, train
 
 def default_stages(repair_drop: float) -> int:
     """How many stages the default prune cuts in, from what one cut's repair loses of val
-    top-1: 1 within STAGED_REPAIR_DROP, else one per STAGED_REPAIR_DROP (2 at least,
-    MAX_STAGES at most)."""
-    if repair_drop <= STAGED_REPAIR_DROP:
-        return 1
-    return min(max(math.ceil(repair_drop / STAGED_REPAIR_DROP), 2), MAX_STAGES)
+    top-1: 1 within STAGED_REPAIR_DROP, else 2. (Three stages, one per 5 points, measured no
+    better than two on cub50 and took longer: docs/method.md.)"""
+    return 1 if repair_drop <= STAGED_REPAIR_DROP else 2
 
 
 def _cut_in_stages(model: nn.Module, card: ModelCard, cfg: PruneConfig, keep: float, train_split,
                    importance: str, before: dict) -> tuple[nn.Module, ModelCard, dict | None]:  # fmt: skip
     """Cut `model` to `keep` and repair it, in one stage or several (`cfg.stages`; None:
-    ceil(drop / STAGED_REPAIR_DROP), at most MAX_STAGES, where drop is what the one cut's
-    repair loses of val top-1). N stages cut to the one cut's MACs ratio to the powers 1/N,
-    2/N, ..., 1: each is repaired, and all but the last fine-tuned here (the final fine-tune
-    follows in `prune_artifact`). Returns the model, its card and a record of the stages
-    (None when there was no choice to make: no data, no fine-tune, a --target-latency, or
-    the card's attention scores as the ranking, which a later cut of the pruned model cannot
-    use)."""
+    `default_stages` of what the one cut's repair loses of val top-1). N stages cut to the
+    one cut's MACs ratio to the powers 1/N, 2/N, ..., 1: each is repaired, and all but the
+    last fine-tuned here (the final fine-tune follows in `prune_artifact`). Returns the
+    model, its card and a record of the stages (None when there was no choice to make: no
+    data, no fine-tune, a --target-latency, or the card's attention scores as the ranking,
+    which a later cut of the pruned model cannot use)."""
     can_stage = cfg.data and cfg.schedule and cfg.target_latency is None and importance != "attention"
     if not can_stage or cfg.stages == 1:
         card = _cut(model, card, cfg, keep, train_split, importance, cfg.calib_images)

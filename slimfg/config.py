@@ -175,6 +175,9 @@ MIN_MACS = 0.1
 # (docs/method.md, "Stages where one cut is too deep").
 STAGED_REPAIR_DROP = 0.05
 MAX_STAGES = 3
+# Every stage after the first fine-tunes at this share of the lr: it starts from a model
+# fine-tuned already, which the full lr moved away from (docs/method.md).
+LATER_STAGE_LR = 0.5
 RUNTIMES = ("onnx", "onnx-int8", "openvino")  # what --target-latency / --runtime can time
 
 

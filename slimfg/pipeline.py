@@ -26,6 +26,7 @@ from slimfg.bench import bench as run_bench
 from slimfg.card import ModelCard
 from slimfg.config import (
     ATTENTION_PHASES,
+    LATER_STAGE_LR,
     MIN_MACS,
     STAGE_CALIB_IMAGES,
     STAGE_MACS,
@@ -120,7 +121,8 @@ def prune_artifact(cfg: PruneConfig) -> dict:
         pruned_val_top1 = evaluate_model(model, card, cfg.data)["top1"]
         log.info("val top-1 after pruning, before fine-tuning: %.4f", pruned_val_top1)
     if recover:
-        model, card = _finetune(model, card, cfg, out.with_name(out.stem + "_finetune"))
+        final = _later_stage(cfg) if stages and stages["count"] > 1 else cfg
+        model, card = _finetune(model, card, final, out.with_name(out.stem + "_finetune"))
     after = measure(model, card)
     if cfg.latency:
         dense, _ = artifact.load(cfg.model)
@@ -202,7 +204,8 @@ def _cut_in_stages(model: nn.Module, card: ModelCard, cfg: PruneConfig, keep: fl
     """Cut `model` to `keep` and repair it, in one stage or several (`cfg.stages`; None:
     `default_stages` of what the one cut's repair loses of val top-1). N stages cut to the
     one cut's MACs ratio to the powers 1/N, 2/N, ..., 1: each is repaired, and all but the
-    last fine-tuned here (the final fine-tune follows in `prune_artifact`). Returns the
+    last fine-tuned here (the final fine-tune follows in `prune_artifact`); stages after the
+    first at LATER_STAGE_LR of the lr. Returns the
     model, its card and a record of the stages (None when there was no choice to make: no
     data, no fine-tune, a --target-latency, or the card's attention scores as the ranking,
     which a later cut of the pruned model cannot use)."""
@@ -234,12 +237,18 @@ def _cut_in_stages(model: nn.Module, card: ModelCard, cfg: PruneConfig, keep: fl
                "repaired_val_top1": evaluate_model(model, card, cfg.data)["top1"]}  # fmt: skip
         if stage < count_:
             with temp_dir(Path(cfg.out)) as tmp:  # the run of a stage before the last is not kept
-                model, card = _finetune(model, card, cfg, Path(tmp) / f"stage{stage}")
+                stage_cfg = cfg if stage == 1 else _later_stage(cfg)
+                model, card = _finetune(model, card, stage_cfg, Path(tmp) / f"stage{stage}")
             row.update(val_top1=evaluate_model(model, card, cfg.data)["top1"],
                        kept_epoch=card.train.get("kept_epoch"))  # fmt: skip
             log.info("stage %d: %.3fx MACs, val top-1 %.4f", stage, row["macs_ratio"], row["val_top1"])
         rows.append(row)
-    return model, card, {**record, "stages": rows}
+    return model, card, {**record, "later_stage_lr": LATER_STAGE_LR, "stages": rows}
+
+
+def _later_stage(cfg: PruneConfig) -> PruneConfig:
+    """The fine-tune of a stage after the first: LATER_STAGE_LR of every lr."""
+    return replace(cfg, lr={phase: lr * LATER_STAGE_LR for phase, lr in cfg.lr.items()})
 
 
 def _shape_options(cfg: PruneConfig) -> dict:

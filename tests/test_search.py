@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from slimfg import artifact, pipeline
 from slimfg.cli import main
-from slimfg.config import STAGE_MACS, TrainConfig
+from slimfg.config import DEFAULT_LR, LATER_STAGE_LR, STAGE_MACS, TrainConfig
 from slimfg.errors import SlimfgError
 from slimfg.pruning.graph import count, example_input
 from slimfg.pruning.pruner import pruned_copy
@@ -159,6 +159,10 @@ def test_stages_end_at_the_one_cut_macs(tiny_model, tiny_data_shared, tmp_path, 
     assert [float(k) for k in card.pruning["stages"]] == [row["keep"] for row in rows]
     assert count(model, example_input(32))["macs"] == report["after"]["macs"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.safetensors", "p_finetune"]
+    # the last stage fine-tunes at LATER_STAGE_LR of the lr
+    final_lr = json.loads((tmp_path / "p_finetune" / "config.json").read_text())["lr"]
+    assert final_lr == {phase: lr * LATER_STAGE_LR for phase, lr in DEFAULT_LR.items()}
+    assert record["later_stage_lr"] == LATER_STAGE_LR
 
 
 @pytest.mark.parametrize(("drop", "stages"), [(-0.1, 1), (0.013, 1), (0.031, 1), (0.05, 1), (0.084, 2),

@@ -310,7 +310,9 @@ def defaults(results: Path) -> list[str]:
             )
             lines += [f"Cut in {stages['count']} stages: one cut to {stages['one_cut']['macs_ratio']:.3f}x MACs "
                       f"lost {100 * stages['repair_drop']:.1f} points of val top-1 after its repair, so the model "
-                      f"was cut {steps}; then to the one cut's MACs.", ""]  # fmt: skip
+                      f"was cut {steps}; then to the one cut's MACs"
+                      + (f", later stages fine-tuned at {stages['later_stage_lr']:g}x the lr"
+                         if stages.get("later_stage_lr") else "") + ".", ""]  # fmt: skip
         lines += [doc["note"], ""] if doc.get("note") else []
     return lines
 

@@ -205,10 +205,10 @@ def _cut_in_stages(model: nn.Module, card: ModelCard, cfg: PruneConfig, keep: fl
     `default_stages` of what the one cut's repair loses of val top-1). N stages cut to the
     one cut's MACs ratio to the powers 1/N, 2/N, ..., 1: each is repaired, and all but the
     last fine-tuned here (the final fine-tune follows in `prune_artifact`); stages after the
-    first at LATER_STAGE_LR of the lr. Returns the
-    model, its card and a record of the stages (None when there was no choice to make: no
-    data, no fine-tune, a --target-latency, or the card's attention scores as the ranking,
-    which a later cut of the pruned model cannot use)."""
+    first at LATER_STAGE_LR of the lr. Returns the model, its card and a record of the
+    stages (None when there was no choice to make: no data, no fine-tune, a
+    --target-latency, or the card's attention scores as the ranking, which a later cut of
+    the pruned model cannot use)."""
     can_stage = cfg.data and cfg.schedule and cfg.target_latency is None and importance != "attention"
     if not can_stage or cfg.stages == 1:
         card = _cut(model, card, cfg, keep, train_split, importance, cfg.calib_images)

@@ -1,8 +1,8 @@
 """Cost of per-filter attention in a training step (lite0, 160 px, batch 32, CPU).
 
 Paired runs in one process: the steps being compared alternate, round after round, so
-drift in machine load hits both sides alike. Reports per-step medians and the median of
-the per-round ratios for:
+drift in machine load hits both sides alike. Reports per-step medians, every round's
+times, and the median of the per-round ratios for:
   a_vs_t  attention step (train `out` attention, convs frozen) / plain full fine-tune step
   t_attached_vs_plain / f_attached_vs_plain  the same phase with and without attention
           attached (the parametrization's own cost)
@@ -90,6 +90,7 @@ def main() -> None:
         "t_attached_vs_plain": round(ratio("attn_t", "plain_t"), 4),
         "f_attached_vs_plain": round(ratio("attn_f", "plain_f"), 4),
         "a_vs_f": round(ratio("attn_a", "plain_f"), 4),
+        "step_s": times,  # every round, so the ratios above can be checked
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 
@@ -105,9 +106,11 @@ def test_prune_latency_and_attention_overhead_quick(results):
     overhead = json.loads((results / "attention_overhead.json").read_text())
     steps = overhead["median_step_s"]
     assert set(steps) == {"plain_f", "plain_t", "attn_f", "attn_t", "attn_a"}
-    assert overhead["a_vs_t"] == pytest.approx(
-        steps["attn_a"] / steps["plain_t"], rel=0.05
-    )  # medians are rounded
+    rounds = overhead["step_s"]
+    per_round = [a / t for a, t in zip(rounds["attn_a"], rounds["plain_t"], strict=True)]
+    # a median of per-round ratios, not a ratio of medians: the two differ under load
+    assert overhead["a_vs_t"] == pytest.approx(statistics.median(per_round), abs=1e-4)
+    assert steps["attn_a"] == pytest.approx(statistics.median(rounds["attn_a"]), abs=1e-4)
     assert all(s > 0 for s in steps.values())  # timings, not compared: the cores may be shared
 
 

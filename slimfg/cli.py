@@ -115,7 +115,7 @@ recipe_option = click.option(
 
 
 def schedule_options(d: dict):
-    """--lr, --lr-decay, --warmup, --crop-scale, --batch-size, --workers, --seed: shared by
+    """--lr, --lr-decay, --warmup, --ema, --crop-scale, --batch-size, --workers, --seed: shared by
     `train` and `prune` (TrainConfig fields), with the defaults `d` of their config."""
     lr_help = "Learning rate, for all phases or per phase as 'f=3e-3,a=1e-2' (default: "
     lr_help += ",".join(f"{k}={v:g}" for k, v in d["lr"].items()) + ")."
@@ -137,6 +137,14 @@ def schedule_options(d: dict):
                     default=d["warmup"],
                     show_default=True,
                     help="Fraction of all batches over which the lr ramps up linearly.",
+                ),
+                click.option(
+                    "--ema",
+                    type=click.FloatRange(0, 1, max_open=True),
+                    default=d["ema"],
+                    show_default=True,
+                    help="Per-step decay of a moving average of the weights that competes for "
+                    "the kept state each epoch (0 = none).",
                 ),
                 click.option(
                     "--crop-scale",

@@ -118,6 +118,9 @@ class TrainConfig:
     distill_temperature: float = 2.0
     # End with the weights of the epoch (or the start) with the best val top-1.
     keep_best: bool = True
+    # Per-step decay of an exponential moving average of the weights (0 = none); each epoch
+    # the average competes with the trained weights for the kept state (docs/method.md).
+    ema: float = 0.0
     # End early, after the first epoch whose val top-1 reaches this (`prune --max-drop` stages).
     stop_at: float | None = None
     # Before a phase that trains BatchNorm (b, t) follows one that does not: set every BN's
@@ -139,6 +142,8 @@ class TrainConfig:
             raise unknown_name("--lr-decay", self.lr_decay, list(LR_DECAYS))
         if not 0 <= self.warmup < 1:
             raise SlimfgError(f"--warmup must be in [0, 1), got {self.warmup}")
+        if not 0 <= self.ema < 1:
+            raise SlimfgError(f"--ema must be in [0, 1), got {self.ema}")
         if not 0 < self.crop_scale <= 1:
             raise SlimfgError(f"--crop-scale must be in (0, 1], got {self.crop_scale}")
         if self.batch_size < 1 or self.workers < 0:
@@ -232,6 +237,7 @@ class PruneConfig:
     latency: bool = True
     # Fine-tuning ends with the best state by val top-1, the repaired start included.
     keep_best: bool = True
+    ema: float = 0.0  # as TrainConfig.ema, for the fine-tune
     # Budgets, instead of --keep (at most one): the smallest model within `max_drop` points of
     # val top-1 (pruned in stages); or the keep that meets `target_macs` (share of the dense
     # MACs) or `target_latency` (ms on `runtime` at `batch`).

@@ -107,12 +107,12 @@ def distill_loss(logits, teacher_logits, temperature: float) -> torch.Tensor:
 
 
 def train_one_epoch(model, loader, optimizer, device, amp, reg, reg_lambda, scaler, show, teacher=None,
-                    targets=None, scheduler=None):  # fmt: skip
+                    targets=None, scheduler=None, after_step=None):  # fmt: skip
     """One pass over `loader`; returns loss, accuracy, images seen, images skipped.
 
     `teacher` is (model, alpha, temperature) for knowledge distillation, or None;
     `targets` the channels the `prune` regulariser pulls to zero; `scheduler`, if
-    given, steps after every optimizer step.
+    given, steps after every optimizer step, and so does `after_step()` (the weight average).
     """
     inner = model.module if hasattr(model, "module") else model
     total_loss, correct, seen, skipped = 0.0, 0, 0, 0
@@ -138,6 +138,8 @@ def train_one_epoch(model, loader, optimizer, device, amp, reg, reg_lambda, scal
         scaler.update()
         if scheduler is not None:
             scheduler.step()
+        if after_step is not None:
+            after_step()
         total_loss += loss.item() * len(y)
         correct += (logits.argmax(1) == y).sum().item()
         seen += len(y)

@@ -134,6 +134,7 @@ def prune_artifact(cfg: PruneConfig) -> dict:
         "pruned_val_top1": pruned_val_top1,
         "finetune": cfg.schedule,
         "kept_epoch": card.train.get("kept_epoch") if cfg.schedule else None,
+        "kept_weights": card.train.get("kept_weights") if cfg.schedule else None,
     }
     if search is not None:
         report["search"] = search
@@ -344,7 +345,7 @@ def _finetune(model: nn.Module, card: ModelCard, cfg: PruneConfig, run: Path,
             attention=mode, image_size=card.size, batch_size=cfg.batch_size, workers=cfg.workers,
             seed=cfg.seed, lr=cfg.lr, lr_decay=cfg.lr_decay, warmup=cfg.warmup, crop_scale=cfg.crop_scale,
             distill=cfg.distill, teacher=teacher, keep_best=cfg.keep_best, optimizer=cfg.optimizer,
-            stop_at=stop_at,
+            ema=cfg.ema, stop_at=stop_at,
         )  # fmt: skip
         return artifact.load(train(train_cfg))
 

@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from slimfg import artifact, attention, data, models
 from slimfg.card import ModelCard
@@ -129,14 +130,22 @@ def _state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def _write_best(run: Path, best: tuple) -> None:
     """The best state so far, so that `--resume` keeps competing against it."""
-    artifact.write(run / "best.safetensors", best[2], {"kind": "best", "val_top1": best[0], "epoch": best[1]})
+    meta = {"kind": "best", "val_top1": best[0], "epoch": best[1], "weights": best[3]}
+    artifact.write(run / "best.safetensors", best[2], meta)
 
 
 def _read_best(run: Path) -> tuple | None:
     if not (run / "best.safetensors").is_file():
         return None
     tensors, meta = artifact.read(run / "best.safetensors")
-    return meta["val_top1"], meta["epoch"], tensors
+    return meta["val_top1"], meta["epoch"], tensors, meta.get("weights", "trained")
+
+
+def _average(model: nn.Module, decay: float) -> AveragedModel | None:
+    """An exponential moving average of the weights and BatchNorm statistics (`--ema`), or None."""
+    if not decay:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -185,14 +194,17 @@ def train(cfg: TrainConfig) -> Path:
         )  # fmt: skip
 
     val_loader = data.loader(shard(splits.val, rank, world), pre, False, cfg.batch_size, cfg.workers)
-    best = None  # with --keep-best: (val top-1, epoch, weights) of the best state so far
+    # with --keep-best: (val top-1, epoch, weights, "trained" or "ema") of the best state so far
+    best = None
     if cfg.keep_best:
         best = _read_best(run) if cfg.resume else None
         if best is None:  # the starting weights compete too (epoch 0 = before training)
-            best = (evaluate(model, val_loader, device, amp, show=main)["top1"], start, _state(model))
+            top1 = evaluate(model, val_loader, device, amp, show=main)["top1"]
+            best = (top1, start, _state(model), "trained")
             if main:
                 log.info("val top-1 before training: %.4f", best[0])
                 _write_best(run, best)
+    ema = _average(model, cfg.ema)  # after --resume, it starts again from the restored weights
     per_rank_batch = max(1, cfg.batch_size // world)
     optimizer = None
     for epoch in range(start, len(cfg.schedule)):
@@ -246,7 +258,7 @@ def train(cfg: TrainConfig) -> Path:
                 )  # fmt: skip
         loss, correct, seen, skipped = train_one_epoch(
             net, train_loader, optimizer, device, amp, reg, cfg.reg_lambda, scaler, main, teacher, targets,
-            scheduler,
+            scheduler, (lambda: ema.update_parameters(model)) if ema is not None else None,
         )  # fmt: skip
         seconds = time.perf_counter() - t0
         if world > 1:
@@ -268,17 +280,24 @@ def train(cfg: TrainConfig) -> Path:
             "lr": cfg.lr[phase],
             "skipped_images": int(skipped + val["skipped"]),
         }
+        candidates = [(record["val_top1"], model, "trained")]
+        if ema is not None:
+            record["val_top1_ema"] = evaluate(ema.module, val_loader, device, amp, show=main)["top1"]
+            candidates.append((record["val_top1_ema"], ema.module, "ema"))
         history.append(record)
-        if best is not None and record["val_top1"] > best[0]:  # a later state must do strictly better
-            best = (record["val_top1"], epoch + 1, _state(model))
-            if main:
-                _write_best(run, best)
+        for top1, weights, name in candidates:
+            if best is not None and top1 > best[0]:  # a later state must do strictly better
+                best = (top1, epoch + 1, _state(weights), name)
+                if main:
+                    _write_best(run, best)
         if main:
             log.info(
                 "epoch %d/%d [%s] loss %.4f train %.3f val top-1 %.3f top-5 %.3f (%.0f img/s, %.0f s)",
                 epoch + 1, len(cfg.schedule), phase, record["loss"], record["train_acc"],
                 record["val_top1"], record["val_top5"], record["images_per_s"], record["seconds"],
             )  # fmt: skip
+            if ema is not None:
+                log.info("epoch %d: val top-1 of the weight average %.3f", epoch + 1, record["val_top1_ema"])
             # Metrics first, then the checkpoint, both atomic: once a checkpoint exists its
             # epochs are in metrics.jsonl. A kill between the two leaves metrics one epoch
             # ahead; `--resume` rewrites them from the checkpoint's history.
@@ -292,20 +311,24 @@ def train(cfg: TrainConfig) -> Path:
                 },
                 {"kind": "checkpoint", "epoch": epoch + 1, "history": history, "config": asdict(cfg)},
             )
-        if cfg.stop_at is not None and record["val_top1"] >= cfg.stop_at:
+        if cfg.stop_at is not None and max(top1 for top1, _, _ in candidates) >= cfg.stop_at:
             if main and epoch + 1 < len(cfg.schedule):
                 log.info("val top-1 reached %.4f: stopping after epoch %d", cfg.stop_at, epoch + 1)
             break
 
     kept_epoch = history[-1]["epoch"] if history else len(cfg.schedule)
-    if best is not None and best[1] != kept_epoch:
+    kept_weights = "trained"
+    if best is not None and (best[1] != kept_epoch or best[3] != "trained"):
         models.load_state(model, best[2])
-        kept_epoch = best[1]
+        kept_epoch, kept_weights = best[1], best[3]
         log.info(
-            "kept the weights of epoch %d (val top-1 %.4f), the best on the val split", kept_epoch, best[0]
-        )
+            "kept the %s weights of epoch %d (val top-1 %.4f), the best on the val split",
+            "averaged" if kept_weights == "ema" else "trained", kept_epoch, best[0],
+        )  # fmt: skip
     if main:
-        metrics = history[kept_epoch - 1] if kept_epoch else {"epoch": 0, "val_top1": best[0]}
+        metrics = dict(history[kept_epoch - 1]) if kept_epoch else {"epoch": 0}
+        if best is not None:
+            metrics["val_top1"] = best[0]  # the kept weights' own (the average's, with --ema)
         card = ModelCard(
             arch=cfg.arch,
             num_classes=len(splits.classes),
@@ -318,6 +341,7 @@ def train(cfg: TrainConfig) -> Path:
                 "weights": cfg.weights,
                 "history": history,
                 "kept_epoch": kept_epoch,
+                "kept_weights": kept_weights,
             },
             provenance={"data": str(cfg.data), "data_fingerprint": splits.fingerprint},
         )

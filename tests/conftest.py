@@ -35,6 +35,12 @@ def tiny_data(tmp_path: Path) -> Path:
     return make_imagefolder(tmp_path / "data")
 
 
+@pytest.fixture
+def small_data(tmp_path: Path) -> Path:
+    """4 classes, 12 train and 8 val images each: enough for accuracy to move between epochs."""
+    return make_imagefolder(tmp_path / "small", classes=4, train=12, val=8)
+
+
 @pytest.fixture(scope="session")
 def tiny_data_shared(tmp_path_factory) -> Path:
     """Read-only variant shared by tests that do not modify the dataset."""

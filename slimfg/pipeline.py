@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import itertools
 import logging
+import math
 import shutil
 import tempfile
 import time
@@ -99,7 +100,8 @@ def prune_artifact(cfg: PruneConfig) -> dict:
         """Size, and accuracy on val (what fine-tuning selects on) and test (what it does not)."""
         result = {**count(m, x0), "weights_bytes": weights_bytes(m)}
         if cfg.data:
-            result["val_top1"] = evaluate_model(m, m_card, cfg.data)["top1"]
+            val = evaluate_model(m, m_card, cfg.data)
+            result["val_top1"], result["val_images"] = val["top1"], val["images"]
         if has_test:
             result["test_top1"] = evaluate_model(m, m_card, cfg.data, "test")["top1"]
         return result
@@ -292,6 +294,15 @@ def _progressive(model: nn.Module, card: ModelCard, cfg: PruneConfig, before: di
     frontier = {"max_drop": cfg.max_drop, "floor_val_top1": floor, "runtime": cfg.runtime,
                 "batch": cfg.batch, "stage_finetune": cfg.schedule, "chosen": None,
                 "complete": False, "points": [dense]}  # fmt: skip
+    # The budget is held on val: how finely val can tell top-1 apart bounds what it means.
+    n, p = before["val_images"], before["val_top1"]
+    frontier["val_images"], frontier["val_top1_se"] = n, math.sqrt(p * (1 - p) / max(n, 1))
+    if cfg.max_drop / 100 < 2 * frontier["val_top1_se"]:
+        log.warning(
+            "val holds %d images: a top-1 measured on it has a standard error of %.1f points, so a "
+            "%.1f-point budget is chosen on noise of its size; test may land further off",
+            n, 100 * frontier["val_top1_se"], cfg.max_drop,
+        )  # fmt: skip
     path = Path(cfg.out).with_name(Path(cfg.out).stem + "_frontier")
     chosen = (model, card)
     with temp_dir(Path(cfg.out)) as tmp:

@@ -133,6 +133,8 @@ def test_max_drop_stops_at_the_first_stage_over_budget(tiny_model, tiny_data_sha
     frontier = json.loads((tmp_path / "p_frontier.json").read_text())
     points, chosen = frontier["points"], frontier["chosen"]
     floor = frontier["floor_val_top1"]
+    n, p = frontier["val_images"], points[0]["val_top1"]
+    assert n == 6 and frontier["val_top1_se"] == pytest.approx((p * (1 - p) / n) ** 0.5)
     assert all(p["val_top1"] >= floor for p in points[1 : chosen + 1]) or chosen == 1
     if points[-1]["macs_ratio"] * STAGE_MACS >= 0.4:  # it stopped early: on a stage under the floor
         assert points[-1]["val_top1"] < floor

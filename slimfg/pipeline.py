@@ -296,12 +296,13 @@ def _progressive(model: nn.Module, card: ModelCard, cfg: PruneConfig, before: di
                 "complete": False, "points": [dense]}  # fmt: skip
     # The budget is held on val: how finely val can tell top-1 apart bounds what it means.
     n, p = before["val_images"], before["val_top1"]
-    frontier["val_images"], frontier["val_top1_se"] = n, math.sqrt(p * (1 - p) / max(n, 1))
-    if cfg.max_drop / 100 < 2 * frontier["val_top1_se"]:
+    se = math.sqrt(p * (1 - p) / max(n, 1))
+    frontier["val_images"], frontier["val_top1_se"] = n, se
+    if cfg.max_drop / 100 < 2 * se:
         log.warning(
             "val holds %d images: a top-1 measured on it has a standard error of %.1f points, so a "
             "%.1f-point budget is chosen on noise of its size; test may land further off",
-            n, 100 * frontier["val_top1_se"], cfg.max_drop,
+            n, 100 * se, cfg.max_drop,
         )  # fmt: skip
     path = Path(cfg.out).with_name(Path(cfg.out).stem + "_frontier")
     chosen = (model, card)

@@ -285,10 +285,9 @@ def test_t_epochs_leave_the_attention_the_j_epoch_learned(tiny_data, tmp_path):
 def test_weight_average_competes_for_the_kept_state(small_data, tmp_path):
     """--ema: the average is scored every epoch next to the trained weights, leaves their
     trajectory as it was, and is what the artifact holds when it scores best (here at epoch 3)."""
-    data = small_data
     common = dict(schedule="tttt", lr={"t": 3e-3})
-    plain = artifact.read_card(train(tiny_config(data, tmp_path / "plain", **common)))
-    path = train(tiny_config(data, tmp_path / "ema", ema=0.9, **common))
+    plain = artifact.read_card(train(tiny_config(small_data, tmp_path / "plain", **common)))
+    path = train(tiny_config(small_data, tmp_path / "ema", ema=0.9, **common))
     card = artifact.read_card(path)
     history = card.train["history"]
     assert [h["val_top1"] for h in history] == [h["val_top1"] for h in plain.train["history"]]
@@ -296,5 +295,5 @@ def test_weight_average_competes_for_the_kept_state(small_data, tmp_path):
     assert best_average > max(h["val_top1"] for h in history)  # the case this test is for
     assert card.train["kept_weights"] == "ema" and card.metrics["val_top1"] == best_average
     assert history[card.train["kept_epoch"] - 1]["val_top1_ema"] == best_average
-    assert evaluate_artifact(str(path), str(data), workers=0)["top1"] == pytest.approx(best_average)
+    assert evaluate_artifact(str(path), str(small_data), workers=0)["top1"] == pytest.approx(best_average)
     assert plain.train["kept_weights"] == "trained" and "val_top1_ema" not in plain.train["history"][0]

@@ -20,11 +20,13 @@ $(LITERT)/.installed: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/slimfg demo
 
+# One pytest session runs the suite and the breadth_ci part of the support contract. Each
+# test goes to whichever worker is free, except tests/test_benchmarks.py's, which share one
+# fixture and so one worker (an xdist_group).
 test: $(STAMP) $(LITERT)/.installed
 	$(BIN)/ruff check slimfg tests benchmarks scripts examples
 	$(BIN)/ruff format --check slimfg tests benchmarks scripts examples
-	$(BIN)/pytest -n 2 --dist loadfile
-	$(BIN)/pytest -m breadth_ci -n 2 -q
+	$(BIN)/pytest -n 2 --dist loadgroup -m 'not breadth or breadth_ci'
 	$(LITERT)/bin/python -m pytest -q tests/test_tflite.py
 
 # the support contract over every torchvision model and timm family (about 20 minutes)

@@ -7,7 +7,8 @@ fp32 ONNX model next to the ideal speed-up (the MACs ratio), the int8 speed-up o
 same model in fp32, and top-1 on DATA's val split.
 
 Usage: python benchmarks/latency.py DENSE PRUNED [--data DIR] [--rounds 20]
-       python benchmarks/latency.py --quick      (CI smoke run: lite0 at 96 px, 2 rounds)
+       python benchmarks/latency.py --quick      (CI smoke run: lite0 at 96 px, 2 rounds,
+                                                  ONNX, int8 and OpenVINO only)
 """
 
 from __future__ import annotations
@@ -61,7 +62,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="*", help="slimfg artifacts; the first is the dense reference")
     parser.add_argument("--data", help="dataset for top-1 (val) and int8 calibration (train)")
-    parser.add_argument("--formats", default=",".join(available_formats()))
+    parser.add_argument(
+        "--formats", default=None, help="comma-separated (default: all available; --quick: no ExecuTorch)"
+    )
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--quick", action="store_true", help="CI smoke run on generated models")
     parser.add_argument("--out", default=None)
@@ -74,7 +77,12 @@ def main() -> None:
         if len(models) < 1:
             parser.error("give the dense model (and pruned ones), or --quick")
         rounds = 2 if args.quick else args.rounds
-        formats = args.formats.split(",")
+        # --quick leaves out ExecuTorch (3 of its 4.5 minutes here): tests/test_executorch.py
+        # exports, verifies and benches it already.
+        formats = available_formats()
+        if args.quick:
+            formats = [f for f in formats if not f.startswith("executorch")]
+        formats = args.formats.split(",") if args.formats else formats
         rows = summarise(bench(models, formats, args.data, str(Path(tmp) / "bench"), rounds))
     out = Path(args.out or (RESULTS / ("latency_quick.json" if args.quick else "latency.json")))
     result = {

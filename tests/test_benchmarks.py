@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.slow
+# one worker runs the whole module: its fixture runs every benchmark once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("benchmarks")]
 
 
 def run(script: str, *args: str) -> str:

@@ -38,7 +38,7 @@ def test_conv_classifier_is_the_head():
 
 
 # One torchvision model per family (the five among them) and every timm family:
-# what `make test` runs (-m breadth_ci -n 2). The whole list (-m breadth) takes about
+# what `make test` runs (marked breadth_ci). The whole list (-m breadth) takes about
 # 20 minutes on 2 cores, too long for the 30-minute CI next to the rest; `make
 # test-breadth` runs it, and benchmarks/support.py writes the support table from it.
 CI_TORCHVISION = [

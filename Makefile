@@ -22,7 +22,7 @@ demo: $(STAMP)
 
 # One pytest session runs the suite and the breadth_ci part of the support contract. Each
 # test goes to whichever worker is free, except tests/test_benchmarks.py's, which share one
-# fixture and so one worker (an xdist_group).
+# fixture and so one worker (tests/conftest.py's scheduler).
 test: $(STAMP) $(LITERT)/.installed
 	$(BIN)/ruff check slimfg tests benchmarks scripts examples
 	$(BIN)/ruff format --check slimfg tests benchmarks scripts examples

@@ -15,6 +15,26 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs on 2 workers: one 
     torch.set_num_threads(1)
     os.environ["OMP_NUM_THREADS"] = "1"  # the CLI subprocesses the tests start too
 
+# Modules whose tests share one costly module-scoped fixture: one worker runs each whole.
+ONE_WORKER_MODULES = ("tests/test_benchmarks.py",)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadgroup` (what `make test` runs): every test goes to whichever worker is
+    free, except that each of ONE_WORKER_MODULES runs on one worker, its tests in a row.
+    Done here, by path, because pytest-xdist 3.8's own grouping (the xdist_group mark) does
+    nothing under pytest 9.2 (pytest-dev/pytest-xdist#1386)."""
+    if config.getoption("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Scheduler(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return path if path in ONE_WORKER_MODULES else nodeid
+
+    return Scheduler(config, log)
+
 
 def make_imagefolder(root: Path, classes: int = 3, train: int = 4, val: int = 2, size: int = 48) -> Path:
     """A small real-image dataset cut from the bundled Flowers sample."""

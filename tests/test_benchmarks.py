@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-# one worker runs the whole module: its fixture runs every benchmark once
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("benchmarks")]
+# one worker runs the whole module (conftest.ONE_WORKER_MODULES): its fixture runs every benchmark once
+pytestmark = pytest.mark.slow
 
 
 def run(script: str, *args: str) -> str:

@@ -79,10 +79,11 @@ def main() -> None:
         rounds = 2 if args.quick else args.rounds
         # --quick leaves out ExecuTorch (3 of its 4.5 minutes here): tests/test_executorch.py
         # exports, verifies and benches it already.
-        formats = available_formats()
-        if args.quick:
-            formats = [f for f in formats if not f.startswith("executorch")]
-        formats = args.formats.split(",") if args.formats else formats
+        formats = (
+            args.formats.split(",")
+            if args.formats
+            else [f for f in available_formats() if not (args.quick and f.startswith("executorch"))]
+        )
         rows = summarise(bench(models, formats, args.data, str(Path(tmp) / "bench"), rounds))
     out = Path(args.out or (RESULTS / ("latency_quick.json" if args.quick else "latency.json")))
     result = {

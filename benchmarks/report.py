@@ -38,6 +38,7 @@ COMMANDS = {
     "--data ../shared/data/flowers102",
     "prune_latency": "python benchmarks/prune_latency.py runs/faaaa/model.safetensors --round-to 1,8,16",
     "attention_overhead": "python benchmarks/attention_overhead.py",
+    "malloc": "python benchmarks/malloc.py",
     "op_latency": "python benchmarks/op_latency.py runs/defaults/flowers102/model.safetensors "
     "runs/defaults/flowers102/pruned_per_layer.safetensors runs/defaults/flowers102/pruned.safetensors",
 }
@@ -237,6 +238,21 @@ def attention_overhead(doc: dict | None) -> list[str]:
     ]
 
 
+def malloc(doc: dict | None) -> list[str]:
+    lines = ["## glibc malloc tunables (slimfg/launch.py)", "", f"`{COMMANDS['malloc']}`", ""]
+    if doc is None or not doc.get("complete"):
+        return lines + missing("malloc")
+    lines += [f"{doc['setup']}; {doc['machine']}. Tunables: `{doc['tunables']}`. Median of the paired "
+              "rounds' ratios, tuned / glibc's defaults:", "",
+              "| command | wall | user CPU | system CPU | minor faults | peak RSS |",
+              "|---|---|---|---|---|---|"]  # fmt: skip
+    for name, r in doc["summary"].items():
+        lines.append(f"| {name} | {r['wall_s_tuned_vs_default']:.2f} | {r['user_s_tuned_vs_default']:.2f} | "
+                     f"{r['sys_s_tuned_vs_default']:.2f} | {r['minor_faults_tuned_vs_default']:.2f} | "
+                     f"{r['peak_rss_mb_tuned_vs_default']:.2f} |")  # fmt: skip
+    return lines + [""]
+
+
 def finetune_budget(doc: dict) -> str:
     """A prune-curve file's fine-tune budget in words, e.g. "`ttt`, all images, t=2e-3 cosine"."""
     images = f"{doc['per_class']}/class" if doc.get("per_class") else "all images"
@@ -375,7 +391,7 @@ def main() -> None:
     ]
     for name, section in [("transfer", transfer), ("prune_curve", prune_curve), ("latency", latency),
                           ("prune_latency", prune_latency), ("op_latency", op_latency),
-                          ("attention_overhead", attention_overhead)]:  # fmt: skip
+                          ("attention_overhead", attention_overhead), ("malloc", malloc)]:  # fmt: skip
         lines += section(load(name, args.results))
         if name == "transfer":
             lines += transfer_sweep(

@@ -1,3 +1,3 @@
-from slimfg.cli import main
+from slimfg.cli import run
 
-main()
+run()

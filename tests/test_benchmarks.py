@@ -29,6 +29,7 @@ def results(tmp_path_factory):
         "prune_latency",
         "op_latency",
         "attention_overhead",
+        "malloc",
     ):
         run(f"{name}.py", "--quick", "--out", str(out / f"{name}.json"))
     run("defaults.py", "--quick", "--runs", str(out / "runs"), "--out", str(out / "defaults_quick.json"))
@@ -115,6 +116,17 @@ def test_prune_latency_and_attention_overhead_quick(results):
     assert all(s > 0 for s in steps.values())  # timings, not compared: the cores may be shared
 
 
+def test_malloc_quick(results):
+    """glibc's defaults against the CLI's tunables, paired: the tuned run reuses freed memory."""
+    doc = json.loads((results / "malloc.json").read_text())
+    assert doc["complete"] and set(doc["summary"]) == {"train"}
+    default, tuned = (next(r for r in doc["runs"] if r["malloc"] == s) for s in ("default", "tuned"))
+    assert tuned["minor_faults"] < default["minor_faults"]
+    assert doc["summary"]["train"]["minor_faults_tuned_vs_default"] == pytest.approx(
+        tuned["minor_faults"] / default["minor_faults"], abs=1e-3
+    )
+
+
 def test_op_latency_quick(results):
     """Kernel time split by kind of op on a lite0: its 16 depthwise convs and 33 others,
     the parts adding up to the whole, and MACs counted from the shapes the kernels ran on."""
@@ -153,6 +165,7 @@ def test_report_renders_every_section(results, tmp_path):
         "Channel rounding",
         "Where ONNX Runtime spends",
         "The default path on flowers10",
+        "glibc malloc tunables",
     ):
         assert heading in text
     assert "Not measured yet" not in text

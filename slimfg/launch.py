@@ -1,0 +1,56 @@
+"""Start-up settings for PyTorch on CPU: glibc's malloc tunables.
+
+At every training step PyTorch allocates and frees activation tensors of tens of MB. glibc
+serves a block over its mmap threshold (at most 32 MB) with a fresh mmap and unmaps it on
+free, so each step page-faults its activations in again: in a lite0 prune at 160 px on 2
+cores the kernel took 27% of the CPU time. Three glibc tunables avoid it:
+- `mmap_max=0`: every block comes from the heap, so freed memory is reused;
+- `trim_threshold=1 GiB`: up to 1 GiB freed at the top of the heap stays mapped;
+- `hugetlb=1`: the heap is backed by transparent huge pages (fewer faults and TLB misses).
+Measured by benchmarks/malloc.py (lite0 at 160 px, 2 cores): training 14% and the prune's
+ranking and refit 18% less wall time, kernel CPU time down by two thirds or more, peak memory
+6-12% higher.
+
+Tunables are read only when a process starts, so the CLI re-runs itself once with
+GLIBC_TUNABLES set, and `python -m slimfg.launch CMD ...` runs any command with them (your
+own training script; the test suite). Neither touches a GLIBC_TUNABLES already set: set it to
+the empty string to keep glibc's defaults. Elsewhere than glibc on Linux, nothing changes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=1073741824:glibc.malloc.hugetlb=1"
+
+
+def applies() -> bool:
+    """True where the tunables would change something: glibc, and GLIBC_TUNABLES not set."""
+    if "GLIBC_TUNABLES" in os.environ or not hasattr(os, "confstr"):
+        return False
+    try:
+        return (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
+    except (ValueError, OSError):
+        return False
+
+
+def reexec() -> None:
+    """Replace this process by the same command line with the tunables set (no return);
+    do nothing where they do not apply. Call it before anything else runs."""
+    if applies() and sys.executable:
+        os.environ["GLIBC_TUNABLES"] = TUNABLES
+        os.execv(sys.executable, sys.orig_argv)
+
+
+def main() -> None:
+    """`python -m slimfg.launch CMD [ARGS...]`: run CMD with the tunables set."""
+    if len(sys.argv) < 2:
+        sys.exit("usage: python -m slimfg.launch CMD [ARGS...] (runs CMD with glibc malloc tunables)")
+    if applies():
+        os.environ["GLIBC_TUNABLES"] = TUNABLES
+    os.execvp(sys.argv[1], sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()

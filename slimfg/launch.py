@@ -7,9 +7,9 @@ cores the kernel took 27% of the CPU time. Three glibc tunables avoid it:
 - `mmap_max=0`: every block comes from the heap, so freed memory is reused;
 - `trim_threshold=1 GiB`: up to 1 GiB freed at the top of the heap stays mapped;
 - `hugetlb=1`: the heap is backed by transparent huge pages (fewer faults and TLB misses).
-Measured by benchmarks/malloc.py (lite0 at 160 px, 2 cores): training 14% and the prune's
-ranking and refit 18% less wall time, kernel CPU time down by two thirds or more, peak memory
-6-12% higher.
+Measured on 2 cores (docs/method.md, "glibc's malloc on CPU"): the default flowers102 prune
+16.3 instead of 23.7 minutes, with the same results, at 7.3 instead of 6.0 GB peak memory;
+benchmarks/malloc.py pairs shorter runs.
 
 Tunables are read only when a process starts, so the CLI re-runs itself once with
 GLIBC_TUNABLES set, and `python -m slimfg.launch CMD ...` runs any command with them (your

@@ -22,12 +22,11 @@ demo: $(STAMP)
 
 # One pytest session runs the suite and the breadth_ci part of the support contract. Each
 # test goes to whichever worker is free, except tests/test_benchmarks.py's, which share one
-# fixture and so one worker (tests/conftest.py's scheduler). slimfg.launch runs it with the
-# glibc malloc tunables the CLI sets for itself (slimfg/launch.py).
+# fixture and so one worker (tests/conftest.py's scheduler).
 test: $(STAMP) $(LITERT)/.installed
 	$(BIN)/ruff check slimfg tests benchmarks scripts examples
 	$(BIN)/ruff format --check slimfg tests benchmarks scripts examples
-	$(BIN)/python -m slimfg.launch $(BIN)/pytest -n 2 --dist loadgroup -m 'not breadth or breadth_ci'
+	$(BIN)/pytest -n 2 --dist loadgroup -m 'not breadth or breadth_ci'
 	$(LITERT)/bin/python -m pytest -q tests/test_tflite.py
 
 # the support contract over every torchvision model and timm family (about 20 minutes)

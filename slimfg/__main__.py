@@ -1,3 +1,3 @@
-from slimfg.cli import run
+from slimfg.cli import main
 
-run()
+main()

@@ -11,10 +11,12 @@ Measured on 2 cores (docs/method.md, "glibc's malloc on CPU"): the default flowe
 16.3 instead of 23.7 minutes, with the same results, at 7.3 instead of 6.0 GB peak memory;
 benchmarks/malloc.py pairs shorter runs.
 
-Tunables are read only when a process starts, so the CLI re-runs itself once with
-GLIBC_TUNABLES set, and `python -m slimfg.launch CMD ...` runs any command with them (your
-own training script; the test suite). Neither touches a GLIBC_TUNABLES already set: set it to
-the empty string to keep glibc's defaults. Elsewhere than glibc on Linux, nothing changes.
+Tunables are read only when a process starts: `python -m slimfg.launch CMD ...` runs any
+command with them (`slimfg prune ...`, your own training script), and `reexec()` re-runs the
+current one. Opt-in for now: with them, CI's test of SIGTERM during a prune's fine-tune hung
+(its KeyboardInterrupt landed inside a DataLoader queue's lock), so neither the `slimfg`
+command nor `make test` sets them until that race is fixed. Neither touches a GLIBC_TUNABLES
+already set. Elsewhere than glibc on Linux, nothing changes.
 """
 
 from __future__ import annotations

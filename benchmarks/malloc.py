@@ -1,4 +1,4 @@
-"""glibc's default malloc against the tunables the CLI sets (slimfg/launch.py), on CPU.
+"""glibc's default malloc against the tunables of slimfg/launch.py, on CPU.
 
 Runs the same slimfg commands on the bundled sample (lite0, 160 px, one data process) as
 child processes, alternately with GLIBC_TUNABLES empty (glibc's defaults) and set to
@@ -78,7 +78,7 @@ def main() -> None:
         }  # fmt: skip
         if args.quick:  # the repair takes minutes even at 64 px
             del commands["repair"]
-        if "repair" in commands:  # the model it prunes (not timed)
+        else:  # the model the repair prunes (not timed)
             subprocess.run([*commands["train"]("_")[:-1], str(dense.parent)], check=True, capture_output=True)
         i = 0
         for r in range(args.rounds):

@@ -27,14 +27,17 @@ import sys
 TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=1073741824:glibc.malloc.hugetlb=1"
 
 
-def applies() -> bool:
-    """True where the tunables would change something: glibc, and GLIBC_TUNABLES not set."""
-    if "GLIBC_TUNABLES" in os.environ or not hasattr(os, "confstr"):
-        return False
+def glibc() -> bool:
+    """True where the C library is glibc."""
     try:
         return (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
-    except (ValueError, OSError):
+    except (AttributeError, ValueError, OSError):  # no confstr (Windows) or no such name
         return False
+
+
+def applies() -> bool:
+    """True where the tunables would change something: glibc, and GLIBC_TUNABLES not set."""
+    return "GLIBC_TUNABLES" not in os.environ and glibc()
 
 
 def reexec() -> None:

@@ -117,7 +117,7 @@ def test_prune_latency_and_attention_overhead_quick(results):
 
 
 def test_malloc_quick(results):
-    """glibc's defaults against the CLI's tunables, paired: the tuned run reuses freed memory."""
+    """glibc's defaults against slimfg.launch's tunables, paired: the tuned run reuses freed memory."""
     doc = json.loads((results / "malloc.json").read_text())
     assert doc["complete"] and set(doc["summary"]) == {"train"}
     default, tuned = (next(r for r in doc["runs"] if r["malloc"] == s) for s in ("default", "tuned"))

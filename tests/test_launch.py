@@ -1,4 +1,4 @@
-"""The CLI's glibc malloc tunables (slimfg/launch.py): set once, never over a user's, and they
+"""glibc malloc tunables (slimfg/launch.py): set once, never over a user's, and they
 make freed memory reusable without page faults."""
 
 import os
@@ -9,10 +9,7 @@ import pytest
 
 from slimfg import launch
 
-glibc = pytest.mark.skipif(
-    not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc") if hasattr(os, "confstr") else True,
-    reason="glibc only",
-)
+glibc = pytest.mark.skipif(not launch.glibc(), reason="glibc only")
 PRINT_AND_REEXEC = (
     "import os; from slimfg import launch; print(os.environ.get('GLIBC_TUNABLES')); launch.reexec()"
 )

@@ -22,11 +22,12 @@ demo: $(STAMP)
 
 # One pytest session runs the suite and the breadth_ci part of the support contract. Each
 # test goes to whichever worker is free, except tests/test_benchmarks.py's, which share one
-# fixture and so one worker (tests/conftest.py's scheduler).
+# fixture and so one worker (tests/conftest.py's scheduler). slimfg.launch runs it with the
+# glibc malloc tunables the `slimfg` command sets for itself (slimfg/launch.py).
 test: $(STAMP) $(LITERT)/.installed
 	$(BIN)/ruff check slimfg tests benchmarks scripts examples
 	$(BIN)/ruff format --check slimfg tests benchmarks scripts examples
-	$(BIN)/pytest -n 2 --dist loadgroup -m 'not breadth or breadth_ci'
+	$(BIN)/python -m slimfg.launch $(BIN)/pytest -n 2 --dist loadgroup -m 'not breadth or breadth_ci'
 	$(LITERT)/bin/python -m pytest -q tests/test_tflite.py
 
 # the support contract over every torchvision model and timm family (about 20 minutes)

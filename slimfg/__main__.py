@@ -1,3 +1,3 @@
-from slimfg.cli import main
+from slimfg.launch import cli
 
-main()
+cli()

@@ -22,7 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms as T
 
-from slimfg.errors import SlimfgError, unknown_name
+from slimfg.errors import SlimfgError, stoppable, unknown_name
 from slimfg.runtime import MAX_PIXELS
 
 log = logging.getLogger("slimfg")
@@ -224,7 +224,8 @@ def sample_batches(
     batches: calibration data. Random, not the first `n`: an ImageFolder lists its files
     class by class."""
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
-    return [(x, y) for x, y, _ in loader(Subset(dataset, order[:n]), pre, False, batch, 2) if x is not None]
+    batches = stoppable(loader(Subset(dataset, order[:n]), pre, False, batch, 2))
+    return [(x, y) for x, y, _ in batches if x is not None]
 
 
 def images_of(batch) -> torch.Tensor:

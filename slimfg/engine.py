@@ -18,7 +18,7 @@ from torch.utils.data import Subset
 from tqdm import tqdm
 
 from slimfg import attention
-from slimfg.errors import SlimfgError, check_stop
+from slimfg.errors import SlimfgError, stoppable
 
 
 # ---------------------------------------------------------------- optimizers
@@ -116,8 +116,7 @@ def train_one_epoch(model, loader, optimizer, device, amp, reg, reg_lambda, scal
     """
     inner = model.module if hasattr(model, "module") else model
     total_loss, correct, seen, skipped = 0.0, 0, 0, 0
-    for x, y, n_bad in tqdm(loader, desc="train", leave=False, disable=None if show else True):
-        check_stop()
+    for x, y, n_bad in stoppable(tqdm(loader, desc="train", leave=False, disable=None if show else True)):
         skipped += n_bad
         if x is None:
             continue
@@ -154,8 +153,7 @@ def evaluate(model, loader, device, amp="none", num_classes=None, show=True) -> 
     sums = torch.zeros(4, dtype=torch.float64)  # loss, top1, top5, count
     per_class = torch.zeros(2, max(n_cls, 1), dtype=torch.float64)  # hits, counts
     skipped = 0
-    for x, y, n_bad in tqdm(loader, desc="eval", leave=False, disable=None if show else True):
-        check_stop()
+    for x, y, n_bad in stoppable(tqdm(loader, desc="eval", leave=False, disable=None if show else True)):
         skipped += n_bad
         if x is None:
             continue

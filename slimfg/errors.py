@@ -2,7 +2,8 @@
 
 import difflib
 
-_stop_requested = False
+_stop_requested = False  # set by SIGTERM (request_stop)
+_stoppable_depth = 0  # how many `stoppable` loops are running
 
 
 class SlimfgError(Exception):
@@ -17,17 +18,49 @@ def unknown_name(kind: str, name: str, valid: list[str]) -> SlimfgError:
     return SlimfgError(f"unknown {kind} {name!r}: {hint}valid: {shown}")
 
 
-def request_stop(_signum=None, _frame=None) -> None:
+def request_stop(_signum=None, frame=None) -> None:
     """SIGTERM handler: unwind like Ctrl-C, so temp files and directories are removed.
 
-    The KeyboardInterrupt is lost when the signal lands in code whose exceptions Python
-    ignores (a fork hook while DataLoader workers start), so the flag is also set and
-    the training loop checks it every batch (`check_stop`)."""
+    A KeyboardInterrupt raised inside a lock's code can leave the lock held: a DataLoader
+    queue's lock hung a prune's exit in CI (docs/method.md, "SIGTERM, locks and the
+    DataLoader"). So the handler raises only where no such code runs. Inside a `stoppable`
+    loop (every pass over a DataLoader), or with a frame of `LOCKING_MODULES` on the main
+    thread's stack, it only sets a flag: the loop raises at its next item (`check_stop`),
+    and `io.atomic_path` refuses to finish a file once the flag is set."""
     global _stop_requested
     _stop_requested = True
-    raise KeyboardInterrupt
+    if _stoppable_depth == 0 and not _in_locking_code(frame):
+        raise KeyboardInterrupt
+
+
+# Python code that takes locks which a KeyboardInterrupt could leave held.
+LOCKING_MODULES = (
+    "threading", "queue", "multiprocessing", "concurrent", "logging", "tqdm", "torch.utils.data",
+)  # fmt: skip
+
+
+def _in_locking_code(frame) -> bool:
+    while frame is not None:
+        name = frame.f_globals.get("__name__", "")
+        if any(name == m or name.startswith(m + ".") for m in LOCKING_MODULES):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def stoppable(items):
+    """Iterate `items` (a DataLoader) so that SIGTERM stops the loop at its next item."""
+    global _stoppable_depth
+    _stoppable_depth += 1
+    try:
+        for item in items:
+            check_stop()
+            yield item
+    finally:
+        _stoppable_depth -= 1
 
 
 def check_stop() -> None:
+    """Raise KeyboardInterrupt if SIGTERM arrived (`request_stop`)."""
     if _stop_requested:
         raise KeyboardInterrupt

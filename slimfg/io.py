@@ -14,6 +14,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from slimfg.errors import check_stop
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -54,6 +56,7 @@ def atomic_path(path: str | Path):
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         yield tmp
+        check_stop()  # a SIGTERM that came while the file was written: no finished file
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:

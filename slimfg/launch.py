@@ -11,12 +11,11 @@ Measured on 2 cores (docs/method.md, "glibc's malloc on CPU"): the default flowe
 16.3 instead of 23.7 minutes, with the same results, at 7.3 instead of 6.0 GB peak memory;
 benchmarks/malloc.py pairs shorter runs.
 
-Tunables are read only when a process starts: `python -m slimfg.launch CMD ...` runs any
-command with them (`slimfg prune ...`, your own training script), and `reexec()` re-runs the
-current one. Opt-in for now: with them, CI's test of SIGTERM during a prune's fine-tune hung
-(its KeyboardInterrupt landed inside a DataLoader queue's lock), so neither the `slimfg`
-command nor `make test` sets them until that race is fixed. Neither touches a GLIBC_TUNABLES
-already set. Elsewhere than glibc on Linux, nothing changes.
+Tunables are read only when a process starts: the `slimfg` command re-runs itself once with
+them (`cli`, via `reexec()`), and `python -m slimfg.launch CMD ...` runs any other command
+with them (your own training script, pytest in `make test`). Neither touches a
+GLIBC_TUNABLES already set (`GLIBC_TUNABLES= slimfg ...` runs with glibc's defaults).
+Elsewhere than glibc on Linux, nothing changes.
 """
 
 from __future__ import annotations
@@ -46,6 +45,14 @@ def reexec() -> None:
     if applies() and sys.executable:
         os.environ["GLIBC_TUNABLES"] = TUNABLES
         os.execv(sys.executable, sys.orig_argv)
+
+
+def cli() -> None:
+    """The `slimfg` command: re-run once with the tunables, then the CLI."""
+    reexec()
+    from slimfg.cli import main as slimfg_main  # after the re-exec: torch is imported once
+
+    slimfg_main()
 
 
 def main() -> None:

@@ -52,3 +52,13 @@ def test_tunables_let_freed_memory_be_reused_without_faults():
     tuned = int(output(launched, env_without_tunables())[0])
     # glibc's default maps a fresh 256 MB block: at least one fault per 2 MB page (128)
     assert default >= 128 and tuned < default / 10
+
+
+@glibc
+def test_the_slimfg_command_runs_once_more_with_the_tunables_then_the_cli():
+    code = (
+        "import os, sys; print(os.environ.get('GLIBC_TUNABLES'), flush=True); sys.argv[1:] = ['--version'];"
+        "from slimfg import launch; launch.cli()"
+    )
+    lines = output([sys.executable, "-c", code], env_without_tunables())
+    assert lines[:2] == ["None", launch.TUNABLES] and "version" in lines[2] and len(lines) == 3

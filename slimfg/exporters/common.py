@@ -17,7 +17,7 @@ from torch.utils.data import Subset
 from slimfg import data
 from slimfg.card import ModelCard
 from slimfg.config import ExportConfig
-from slimfg.errors import SlimfgError
+from slimfg.errors import SlimfgError, stoppable
 from slimfg.io import write_text
 from slimfg.runtime import session_options
 
@@ -79,7 +79,7 @@ def real_images(card: ModelCard, data_dir: str | None, n: int = 32, split: str =
         raise SlimfgError(f"{data_dir} has no images to verify or calibrate with")
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n]
     loader = data.loader(Subset(dataset, order.tolist()), card.preprocessing, False, 64, 0)
-    xs, ys = zip(*[(x, y) for x, y, _ in loader if x is not None], strict=True)
+    xs, ys = zip(*[(x, y) for x, y, _ in stoppable(loader) if x is not None], strict=True)
     return torch.cat(xs), torch.cat(ys)
 
 
@@ -88,7 +88,7 @@ def eval_batches(card: ModelCard, data_dir: str, batch_size: int = 64, workers: 
     dataset = getattr(data.load(str(data_dir)), split)
     if dataset is None:
         raise SlimfgError(f"{data_dir} has no {split}/ split to measure accuracy on")
-    for x, y, _ in data.loader(dataset, card.preprocessing, False, batch_size, workers):
+    for x, y, _ in stoppable(data.loader(dataset, card.preprocessing, False, batch_size, workers)):
         if x is not None:
             yield x.numpy(), y.numpy()
 

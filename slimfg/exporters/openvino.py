@@ -10,7 +10,7 @@ from torch import nn
 
 from slimfg.card import ModelCard
 from slimfg.config import ExportConfig
-from slimfg.errors import SlimfgError
+from slimfg.errors import SlimfgError, check_stop
 from slimfg.exporters.common import ExportInputs, ExportResult, compare, ort_runner, write_sidecar
 from slimfg.exporters.onnx import RTOL, export_onnx, read_metadata
 from slimfg.io import temp_dir
@@ -58,6 +58,7 @@ def export_openvino(model: nn.Module, card: ModelCard, out: Path, inputs: Export
             )
         # .bin first, .xml last: the .xml is the entry point, so a kill never leaves an
         # .xml that points at a missing or partial .bin.
+        check_stop()  # a SIGTERM that only set the flag (errors.request_stop): no finished IR
         os.replace(xml.with_suffix(".bin"), out.with_suffix(".bin"))
         os.replace(xml, out)
         result = ExportResult(

@@ -1,3 +1,3 @@
-from slimfg.launch import cli
+from slimfg.cli import run
 
-cli()
+run()

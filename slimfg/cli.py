@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from slimfg import launch
 from slimfg.config import (
     BN_STATS,
     FINETUNE_EPOCHS,
@@ -88,6 +89,13 @@ def main(verbose: bool) -> None:
             logging.getLogger(name).setLevel(logging.CRITICAL)
         warnings.filterwarnings("ignore", module=rf"({'|'.join(QUIET_LIBRARIES)})(\.|$)")
     signal.signal(signal.SIGTERM, request_stop)  # `kill` unwinds like Ctrl-C
+
+
+def run() -> None:
+    """The `slimfg` command: re-run once with glibc's malloc tuned for PyTorch on CPU
+    (slimfg/launch.py), then the CLI."""
+    launch.reexec()
+    main()
 
 
 def _apply_recipe(ctx: click.Context, _param, value):

@@ -12,7 +12,7 @@ Measured on 2 cores (docs/method.md, "glibc's malloc on CPU"): the default flowe
 benchmarks/malloc.py pairs shorter runs.
 
 Tunables are read only when a process starts: the `slimfg` command re-runs itself once with
-them (`cli`, via `reexec()`), and `python -m slimfg.launch CMD ...` runs any other command
+them (`slimfg.cli.run`, via `reexec()`), and `python -m slimfg.launch CMD ...` runs any other command
 with them (your own training script, pytest in `make test`). Neither touches a
 GLIBC_TUNABLES already set (`GLIBC_TUNABLES= slimfg ...` runs with glibc's defaults).
 Elsewhere than glibc on Linux, nothing changes.
@@ -45,14 +45,6 @@ def reexec() -> None:
     if applies() and sys.executable:
         os.environ["GLIBC_TUNABLES"] = TUNABLES
         os.execv(sys.executable, sys.orig_argv)
-
-
-def cli() -> None:
-    """The `slimfg` command: re-run once with the tunables, then the CLI."""
-    reexec()
-    from slimfg.cli import main as slimfg_main  # after the re-exec: torch is imported once
-
-    slimfg_main()
 
 
 def main() -> None:

@@ -56,9 +56,10 @@ def test_tunables_let_freed_memory_be_reused_without_faults():
 
 @glibc
 def test_the_slimfg_command_runs_once_more_with_the_tunables_then_the_cli():
+    """`slimfg.cli.run`, the console script and `python -m slimfg`."""
     code = (
         "import os, sys; print(os.environ.get('GLIBC_TUNABLES'), flush=True); sys.argv[1:] = ['--version'];"
-        "from slimfg import launch; launch.cli()"
+        "from slimfg import cli; cli.run()"
     )
     lines = output([sys.executable, "-c", code], env_without_tunables())
     assert lines[:2] == ["None", launch.TUNABLES] and "version" in lines[2] and len(lines) == 3

@@ -78,7 +78,8 @@ def test_sigterm_during_prune_finetune_leaves_no_output(tmp_path):
         time.sleep(0.05)
     assert proc.poll() is None, "prune ended before its first fine-tune checkpoint"
     os.kill(proc.pid, signal.SIGTERM)
-    try:  # a hang fails the test instead of the whole run (see docs/method.md, "Opt-in")
+    # a hang fails the test instead of the whole run (docs/method.md, "SIGTERM, locks and the DataLoader")
+    try:
         _, err = proc.communicate(timeout=300)
     except subprocess.TimeoutExpired:
         proc.kill()

@@ -68,7 +68,8 @@ def test_target_macs_prunes_to_the_target(tiny_model, tiny_data_shared, tmp_path
     model, card = artifact.load(out)
     assert count(model, example_input(32))["macs"] == report["after"]["macs"]
     assert card.pruning["keep"] == report["search"]["keep"] < 1
-    assert card.pruning["global"] is True  # the default with --data: the MACs of keep's per-layer cut
+    assert card.pruning["global"] is True  # the default with --data, fitted to the target itself
+    assert ratio >= 0.97 * 0.4
 
 
 def test_target_latency_measures_the_runtime(tiny_model, tmp_path):
@@ -143,7 +144,7 @@ def test_max_drop_stops_at_the_first_stage_over_budget(tiny_model, tiny_data_sha
 @pytest.mark.parametrize("stages", [2, 3])
 def test_stages_end_at_the_one_cut_macs(tiny_model, tiny_data_shared, tmp_path, stages):
     """--stages N: cuts to the one cut's MACs ratio to the powers 1/N, 2/N, ..., each but the
-    last fine-tuned, the last at most the one cut's MACs; the saved model replays every cut,
+    last fine-tuned, the last at the one cut's MACs (within 3%, at most); the saved model replays every cut,
     and the runs of the earlier stages leave nothing on disk."""
     out = tmp_path / "p.safetensors"
     report = prune_job(tiny_model, out, keep=0.5, stages=stages, data=str(tiny_data_shared), finetune="t",
@@ -151,8 +152,10 @@ def test_stages_end_at_the_one_cut_macs(tiny_model, tiny_data_shared, tmp_path, 
     record = report["stages"]
     one, rows = record["one_cut"]["macs_ratio"], record["stages"]
     assert record["count"] == len(rows) == stages and one < 0.5
-    for i, row in enumerate(rows[:-1], 1):
-        assert one < row["macs_ratio"] <= one ** (i / stages) and "val_top1" in row
+    for i, row in enumerate(rows, 1):  # each stage's --global cut fills its MACs target (not 0.75 of it)
+        assert 0.97 * one ** (i / stages) <= row["macs_ratio"] <= one ** (i / stages)
+    for row in rows[:-1]:
+        assert one < row["macs_ratio"] and "val_top1" in row
     assert [row["macs_ratio"] for row in rows] == sorted((row["macs_ratio"] for row in rows), reverse=True)
     assert rows[-1]["macs_ratio"] <= one and "val_top1" not in rows[-1]
     assert report["after"]["macs"] / report["before"]["macs"] == pytest.approx(rows[-1]["macs_ratio"])

@@ -5,9 +5,9 @@ A dependency group is all the convs that must lose the same channels (those coup
 a residual add share one decision; a depthwise conv follows its producer). Per layer,
 every group loses `1 - keep` of its channels, residual groups half as much by default
 (`residual_keep`). `global_pruning` spends the same MACs budget, the MACs of that
-per-layer cut, where the ranking says: every channel's score is divided by the MACs it
-costs (`PerMac`) and one threshold over all groups decides (docs/method.md). The
-classifier is never pruned. The pruning record is torch-pruning's own
+per-layer cut (or `macs_budget`, a cut to a MACs target), where the ranking says: every
+channel's score is divided by the MACs it costs (`PerMac`) and one threshold over all
+groups decides (docs/method.md). The classifier is never pruned. The pruning record is torch-pruning's own
 `pruning_history()` (plain JSON), which `graph.replay` re-applies to a fresh model.
 """
 
@@ -168,11 +168,11 @@ def _global_share(model: nn.Module, example_inputs: torch.Tensor, criterion: Per
     _, scored = cut(1.0)  # cuts nothing; counts the channels every group keeps at least
     lo, hi = (scored.floored + 1) / max(scored.channels, 1), 1.0  # cut(hi) costs more than budget
     if lo >= hi or cut(lo)[0] > budget:
-        raise SlimfgError("--global cannot meet the MACs of the per-layer cut: use --per-layer")
+        raise SlimfgError("--global cannot meet the MACs budget: use --per-layer")
     for _ in range(steps):
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if cut(mid)[0] <= budget else (lo, mid)
-    log.info("--global: %.1f%% of the channels fit the MACs of the per-layer cut", 100 * lo)
+    log.info("--global: %.1f%% of the channels fit the MACs budget", 100 * lo)
     return lo
 
 
@@ -211,10 +211,13 @@ def prune(
     global_pruning: bool = False,
     protect_stem: bool = False,
     scores: dict | None = None,
+    macs_budget: float | None = None,
 ) -> PruneResult:
     """Structured pruning of `model` in place; returns what was cut.
 
     `calib`: (images, labels) batches for the gradient rankings (attention-taylor, taylor).
+    `macs_budget` (with `global_pruning`): the MACs the global cut fits in; None: the MACs
+    of the per-layer cut to `keep`, which channel rounding leaves below any target.
     A model with attention still attached is folded first, its attention kept as the
     `attention` ranking's scores (or pass `scores`, {conv name: per-channel scores}).
     """
@@ -230,9 +233,11 @@ def prune(
         criterion = _criterion(model, importance, keep, calib, scores)
         share = keep
         if global_pruning and keep < 1.0:
-            per_layer = pruned_copy(model, example_inputs, keep, round_to=round_to, protect_stem=protect_stem,
-                                    keep_residual=keep_residual)  # fmt: skip
-            budget = count(per_layer, example_inputs)["macs"]
+            budget = macs_budget
+            if budget is None:
+                per_layer = pruned_copy(model, example_inputs, keep, round_to=round_to,
+                                        protect_stem=protect_stem, keep_residual=keep_residual)  # fmt: skip
+                budget = count(per_layer, example_inputs)["macs"]
             criterion = PerMac(criterion, output_positions(model, example_inputs), round_to or 1)
             share = _global_share(model, example_inputs, criterion, budget, round_to, protect_stem)
             result.global_share = share

@@ -331,7 +331,8 @@ def _progressive(model: nn.Module, card: ModelCard, cfg: PruneConfig, before: di
             except SlimfgError:
                 break  # the channel rounding cannot cut this model any further
             trial = copy.deepcopy(chosen[0])
-            trial_card = _cut(trial, chosen[1], cfg, keep, train_split, importance, calib_images)
+            trial_card = _cut(trial, chosen[1], cfg, keep, train_split, importance, calib_images,
+                              _budget(cfg, before, target))  # fmt: skip
             repaired = evaluate_model(trial, trial_card, cfg.data)["top1"]
             trial, trial_card = _finetune(trial, trial_card, cfg, Path(tmp) / f"stage{stage}", floor)
             val = evaluate_model(trial, trial_card, cfg.data)["top1"]

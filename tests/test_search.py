@@ -1,6 +1,7 @@
 """Pruning to a budget: --target-macs, --target-latency and the staged --max-drop search;
 the cut to --keep in stages (--stages)."""
 
+import itertools
 import json
 
 import pytest
@@ -110,6 +111,8 @@ def test_max_drop_prunes_in_stages_and_reports_the_frontier(tiny_model, tiny_dat
     ratios = [p["macs_ratio"] for p in points]
     assert ratios == sorted(ratios, reverse=True) and ratios[0] == 1.0
     assert ratios[-1] * STAGE_MACS < 0.4 <= ratios[-1] < 0.5
+    for before, after in itertools.pairwise(ratios):  # --global fills each stage's target
+        assert 0.97 * STAGE_MACS * before <= after <= STAGE_MACS * before
     assert all(p["latency_s"] > 0 for p in points)
     model, card = artifact.load(out)
     assert len(card.pruning["stages"]) == len(points) - 1

@@ -46,7 +46,7 @@ from slimfg.exporters.onnx import export_onnx
 from slimfg.io import temp_dir
 from slimfg.pruning.graph import count, example_input, weights_bytes
 from slimfg.pruning.importance import GRADIENT_IMPORTANCES, card_scores
-from slimfg.pruning.pruner import prune
+from slimfg.pruning.pruner import prune, pruned_copy
 from slimfg.pruning.repair import anchor_bn, bn_input_stats, match_bn, recalibrate_bn, refit
 from slimfg.search import keep_for, latency_cost, macs_cost, write_frontier
 from slimfg.train import train
@@ -207,26 +207,32 @@ def _cut_in_stages(model: nn.Module, card: ModelCard, cfg: PruneConfig, keep: fl
                    importance: str, before: dict) -> tuple[nn.Module, ModelCard, dict | None]:  # fmt: skip
     """Cut `model` to `keep` and repair it, in one stage or several (`cfg.stages`; None:
     `default_stages` of what the one cut's repair loses of val top-1). N stages cut to the
-    one cut's MACs ratio to the powers 1/N, 2/N, ..., 1: each is repaired, and all but the
+    MACs the one cut aims at (`--target-macs`, else the per-layer cut's at `keep`, which a
+    --global cut spends) to the powers 1/N, 2/N, ..., 1: each is repaired, and all but the
     last fine-tuned here (the final fine-tune follows in `prune_artifact`); stages after the
     first at LATER_STAGE_LR of the lr. Returns the model, its card and a record of the
     stages (None when there was no choice to make: no data, no fine-tune, a
     --target-latency, or the card's attention scores as the ranking, which a later cut of
     the pruned model cannot use)."""
     can_stage = cfg.data and cfg.schedule and cfg.target_latency is None and importance != "attention"
-    target = _budget(cfg, before, cfg.target_macs)
     if not can_stage or cfg.stages == 1:
-        card = _cut(model, card, cfg, keep, train_split, importance, cfg.calib_images, target)
+        card = _cut(model, card, cfg, keep, train_split, importance, cfg.calib_images,
+                    _budget(cfg, before, cfg.target_macs))  # fmt: skip
         return model, card, None
+    x0, cost = example_input(card.size), macs_cost(before["macs"], card.size)
+    aim = cfg.target_macs
+    if aim is None:
+        aim = cost(pruned_copy(model, x0, keep, **_shape_options(cfg)))
     one = copy.deepcopy(model)
-    one_card = _cut(one, card, cfg, keep, train_split, importance, cfg.calib_images, target)
-    cost = macs_cost(before["macs"], card.size)
+    one_card = _cut(one, card, cfg, keep, train_split, importance, cfg.calib_images,
+                    _budget(cfg, before, aim))  # fmt: skip
     macs = cost(one)
     repaired = evaluate_model(one, one_card, cfg.data)["top1"]
     one_cut = {"keep": keep, "macs_ratio": macs, "repaired_val_top1": repaired}
     drop = before["val_top1"] - repaired
     count_ = cfg.stages or default_stages(drop)
-    record = {"one_cut": one_cut, "repair_drop": drop, "max_repair_drop": STAGED_REPAIR_DROP, "count": count_}
+    record = {"one_cut": one_cut, "macs_target": aim, "repair_drop": drop,
+              "max_repair_drop": STAGED_REPAIR_DROP, "count": count_}  # fmt: skip
     if count_ == 1:
         log.info("one cut: its repair loses %.1f points of val top-1 (stages above %.0f)", 100 * drop,
                  100 * STAGED_REPAIR_DROP)  # fmt: skip
@@ -234,9 +240,9 @@ def _cut_in_stages(model: nn.Module, card: ModelCard, cfg: PruneConfig, keep: fl
     del one
     log.info("%d stages: one cut's repair loses %.1f points of val top-1 (%.3fx MACs)", count_, 100 * drop,
              macs)  # fmt: skip
-    x0, rows = example_input(card.size), []
+    rows = []
     for stage in range(1, count_ + 1):
-        ratio = macs ** (stage / count_)
+        ratio = aim ** (stage / count_)
         stage_keep, _ = keep_for(model, x0, cost, ratio, **_shape_options(cfg))
         card = _cut(model, card, cfg, stage_keep, train_split, importance, cfg.calib_images,
                     _budget(cfg, before, ratio))  # fmt: skip
@@ -257,8 +263,8 @@ def _budget(cfg: PruneConfig, before: dict, ratio: float | None) -> float | None
     """The MACs a --global cut to `ratio` of the dense model fits in (None: the per-layer
     cut's at the keep). Without it every cut to a target would land at the per-layer cut's
     MACs, which rounding to `round_to` channels leaves below the target, and a second stage
-    below the first's shortfall: cub50's two-stage default ended at 0.41-0.43x where the one
-    cut is 0.445x."""
+    below the first's shortfall: cub50's two-stage default ended at 0.41-0.43x where the
+    per-layer cut is 0.445x."""
     return ratio * before["macs"] if cfg.global_pruning and ratio is not None else None
 
 

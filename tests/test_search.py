@@ -153,14 +153,16 @@ def test_stages_end_at_the_one_cut_macs(tiny_model, tiny_data_shared, tmp_path, 
     report = prune_job(tiny_model, out, keep=0.5, stages=stages, data=str(tiny_data_shared), finetune="t",
                        latency=False, **FAST)  # fmt: skip
     record = report["stages"]
-    one, rows = record["one_cut"]["macs_ratio"], record["stages"]
-    assert record["count"] == len(rows) == stages and one < 0.5
+    one, aim, rows = record["one_cut"]["macs_ratio"], record["macs_target"], record["stages"]
+    per_layer = pruned_copy(artifact.load(tiny_model)[0], example_input(32), 0.5)
+    assert aim == macs_cost(report["before"]["macs"], 32)(per_layer)  # what --global spends at keep 0.5
+    assert record["count"] == len(rows) == stages and one <= aim < 0.5
     for i, row in enumerate(rows, 1):  # each stage's --global cut fills its MACs target (not 0.75 of it)
-        assert 0.97 * one ** (i / stages) <= row["macs_ratio"] <= one ** (i / stages)
+        assert 0.97 * aim ** (i / stages) <= row["macs_ratio"] <= aim ** (i / stages)
     for row in rows[:-1]:
-        assert one < row["macs_ratio"] and "val_top1" in row
+        assert aim < row["macs_ratio"] and "val_top1" in row
     assert [row["macs_ratio"] for row in rows] == sorted((row["macs_ratio"] for row in rows), reverse=True)
-    assert rows[-1]["macs_ratio"] <= one and "val_top1" not in rows[-1]
+    assert "val_top1" not in rows[-1]
     assert report["after"]["macs"] / report["before"]["macs"] == pytest.approx(rows[-1]["macs_ratio"])
     assert report["pruned_val_top1"] == rows[-1]["repaired_val_top1"]  # what the final fine-tune started from
     model, card = artifact.load(out)
